@@ -1,0 +1,16 @@
+"""graphprune: structured pruning as a graph compiler.
+
+Build the channel dependency graph of a model, remove the channels a policy
+selects across every coupled layer, and emit a smaller dense model that is
+verified against the original.
+"""
+
+from .api import PruneResult, analyse_model, inspect, load, prune, save
+from .errors import (GraphpruneError, InputError, PlanError, ShapeError,
+                     VerificationError)
+from .ir import Graph, Node
+
+__all__ = [
+    "prune", "load", "save", "inspect", "analyse_model", "PruneResult", "Graph", "Node",
+    "GraphpruneError", "InputError", "ShapeError", "PlanError", "VerificationError",
+]

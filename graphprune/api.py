@@ -1,0 +1,104 @@
+"""The Python entry points; the CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import onnx
+
+from .channels import ChannelAnalysis, analyse
+from .channels.apply import apply_plan
+from .emit.onnx import save_onnx, to_onnx
+from .errors import InputError, VerificationError
+from .frontends.onnx import load_onnx, read_model
+from .importance import importance as score_channels
+from .ir import Graph
+from .metrics import layer_table, total_macs
+from .report import build_report, group_summary, pinned_parameter_groups
+from .selection import Plan, select
+from .verify import Verification, verify_prune
+
+ModelLike = "str | os.PathLike | onnx.ModelProto"
+
+
+@dataclass
+class PruneResult:
+    """``model``: the pruned ModelProto; ``report``: the ``--report`` dict."""
+
+    model: onnx.ModelProto
+    report: dict
+    plan: Plan
+    verification: Verification
+
+
+def load(model) -> Graph:
+    """Read an ONNX path or ModelProto into the IR (shapes inferred, shape arithmetic folded)."""
+    return load_onnx(model)
+
+
+def save(model, path: str | os.PathLike, external_data: bool | None = None):
+    """Write a ModelProto (or IR graph) atomically; external data for models over 2 GB."""
+    if isinstance(model, Graph):
+        model = to_onnx(model)
+    if not isinstance(model, onnx.ModelProto):
+        raise InputError(f"save() takes an onnx.ModelProto or graphprune Graph, not {type(model).__name__}")
+    return save_onnx(model, path, external_data)
+
+
+def inspect(model) -> dict:
+    """Channel groups (prunable and pinned, with reasons), params and MACs per layer."""
+    graph = load_onnx(model)
+    analysis = analyse(graph)
+    return {
+        "params": graph.param_count(),
+        "macs": total_macs(graph),
+        "groups": [group_summary(analysis, g) for g in analysis.prunable_groups()],
+        "pinned": pinned_parameter_groups(analysis),
+        "layers": layer_table(graph),
+    }
+
+
+def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: bool = False,
+          round_to: int = 1, keep: str | None = None, verify: bool = True,
+          max_group_ratio: float = 0.9, tolerance: float = 1e-4) -> PruneResult:
+    """Structurally prune an ONNX model.
+
+    Args:
+        model: path to an ``.onnx`` file or an ``onnx.ModelProto``.
+        ratio: fraction of each group's channels to remove (``[0, 1)``).
+        importance: ``"l1"`` or ``"l2"`` norm over every parameter slice of a channel.
+        global_ranking: rank channels across groups instead of per group.
+        round_to: keep a multiple of this many channels per group.
+        keep: regex; groups touching a matching node or tensor name are not pruned.
+        verify: check the result against the oracle (raises ``VerificationError``).
+        max_group_ratio: with ``global_ranking``, the most any group may lose.
+        tolerance: relative error allowed by the oracle.
+    """
+    source = read_model(model)
+    graph = load_onnx(source)
+    before = (graph.param_count(), total_macs(graph))
+    analysis = analyse(graph)
+    if keep:
+        analysis.pin_matching(keep)
+    plan = select(analysis, score_channels(analysis, importance), ratio,
+                  global_ranking, round_to, max_group_ratio)
+    sliced = apply_plan(graph, plan)
+    graph.remove_unused()
+    pruned = to_onnx(graph)
+    after_graph = load_onnx(pruned, fold_shapes=False)
+    after = (after_graph.param_count(), total_macs(after_graph))
+    verification = (verify_prune(source, pruned, plan, tolerance) if verify
+                    else Verification("skipped", tolerance=tolerance))
+    settings = {"ratio": ratio, "importance": importance, "global": global_ranking,
+                "round_to": round_to, "keep": keep, "max_group_ratio": max_group_ratio}
+    report = build_report(plan, sliced, (before[0], after[0]), (before[1], after[1]),
+                          verification, settings)
+    if not verification.ok:
+        raise VerificationError(f"verification failed: {verification.message}", verification)
+    return PruneResult(pruned, report, plan, verification)
+
+
+def analyse_model(model) -> ChannelAnalysis:
+    """The channel analysis of a model (for tools that want the groups themselves)."""
+    return analyse(load_onnx(model))

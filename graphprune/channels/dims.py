@@ -1,0 +1,220 @@
+"""Dimensions and couplings: what op rules write and the solver reads.
+
+Every tensor axis ``(tensor, axis)`` — and any *virtual* axis a rule needs,
+such as the group index of a grouped convolution — is a *dim* with an integer
+id. A rule states how the elements of its dims are tied together:
+
+* ``same(a, b)``: element *i* of ``a`` is element *i* of ``b`` (activations,
+  residual adds, producer rows, consumer columns).
+* ``blocks(fine, coarse, block)``: element *i* of ``fine`` belongs to element
+  ``i // block`` of ``coarse`` (flatten after conv, features into heads,
+  channels into conv groups).
+* ``offset(part, whole, start)``: element *j* of ``part`` is element
+  ``start + j`` of ``whole`` (concat, split, slice).
+
+Removing an element removes everything tied to it. Axes a rule does not
+mention are *pinned* (never pruned), so an op is only as prunable as its rule
+proves it to be; an op with no rule pins every axis it touches.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import Graph, Node
+
+
+class Unsupported(Exception):
+    """Raised by a rule that cannot couple this node; all its axes get pinned."""
+
+
+@dataclass(frozen=True)
+class Coupling:
+    a: int
+    b: int
+    kind: str  # "same" | "blocks" | "offset"
+    param: int = 0  # block size or start offset
+
+    def index_pairs(self, size_a: int) -> tuple[np.ndarray, np.ndarray]:
+        ia = np.arange(size_a, dtype=np.int64)
+        if self.kind == "same":
+            return ia, ia
+        if self.kind == "blocks":
+            return ia, ia // self.param
+        return ia, ia + self.param
+
+
+@dataclass(frozen=True)
+class Contraction:
+    """Input ``input_index`` of the node producing ``anchor`` is summed over ``axis``."""
+
+    anchor: str  # first output name of the node (unique, survives node renames)
+    node: str
+    input_index: int
+    tensor: str
+    axis: int
+    rank: int
+    dim: int
+
+
+class DimTable:
+    """All dims of a graph with their sizes, couplings, pins and flags."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.ids: dict[tuple[str, int], int] = {}
+        self.keys: list[tuple[str, int]] = []
+        self.sizes: list[int | None] = []
+        self.couplings: list[Coupling] = []
+        self.pins: dict[int, str] = {}
+        self.approx: dict[int, str] = {}
+        self.contractions: list[Contraction] = []
+        self.stats: set[int] = set()  # statistics (BN mean/var): not importance evidence
+        self.touched_by: dict[int, set[str]] = defaultdict(set)
+
+    def dim(self, tensor: str, axis: int) -> int:
+        key = (tensor, axis)
+        if key in self.ids:
+            return self.ids[key]
+        shape = self.graph.shape(tensor)
+        size = shape[axis] if shape is not None and axis < len(shape) else None
+        return self._new(key, size if isinstance(size, int) else None)
+
+    def virtual(self, label: str, size: int) -> int:
+        return self._new((label, -1), size)
+
+    def _new(self, key: tuple[str, int], size: int | None) -> int:
+        did = len(self.keys)
+        self.ids[key] = did
+        self.keys.append(key)
+        self.sizes.append(size)
+        if size is None:
+            self.pins[did] = f"'{key[0]}' axis {key[1]} has no static size"
+        return did
+
+    def pin(self, did: int, reason: str) -> None:
+        self.pins.setdefault(did, reason)
+
+    def is_virtual(self, did: int) -> bool:
+        return self.keys[did][1] < 0
+
+    def label(self, did: int) -> str:
+        t, a = self.keys[did]
+        return t if a < 0 else f"{t}[axis {a}]"
+
+
+class RuleContext:
+    """What a rule sees of one node, and the calls it makes to couple dims."""
+
+    def __init__(self, table: DimTable, node: Node):
+        self.table = table
+        self.graph = table.graph
+        self.node = node
+        self.mentioned: set[int] = set()
+
+    # -- reading the node --------------------------------------------------
+    @property
+    def opset(self) -> int:
+        return self.graph.opset
+
+    def attr(self, name, default=None):
+        return self.node.attr(name, default)
+
+    def shape(self, tensor: str) -> tuple:
+        shape = self.graph.shape(tensor)
+        if shape is None:
+            raise Unsupported(f"shape of '{tensor}' could not be inferred")
+        return shape
+
+    def rank(self, tensor: str) -> int:
+        return len(self.shape(tensor))
+
+    def const(self, tensor: str) -> np.ndarray | None:
+        return self.graph.constants.get(tensor) if tensor else None
+
+    def const_ints(self, index: int, what: str) -> list[int] | None:
+        """Input ``index`` as a list of ints; None if absent; Unsupported if dynamic."""
+        name = self.node.input(index)
+        if not name:
+            return None
+        value = self.const(name)
+        if value is None:
+            raise Unsupported(f"{what} ('{name}') is computed at run time")
+        return [int(v) for v in np.asarray(value).reshape(-1)]
+
+    # -- coupling ----------------------------------------------------------
+    def dim(self, tensor: str, axis: int) -> int:
+        rank = self.rank(tensor)
+        if not -rank <= axis < rank:
+            raise Unsupported(f"axis {axis} out of range for '{tensor}'")
+        did = self.table.dim(tensor, axis % rank)
+        self.mentioned.add(did)
+        self.table.touched_by[did].add(self.node.name)
+        return did
+
+    def virtual(self, label: str, size: int) -> int:
+        did = self.table.virtual(f"{self.node.name}:{label}", size)
+        self.mentioned.add(did)
+        self.table.touched_by[did].add(self.node.name)
+        return did
+
+    def _size(self, did: int):
+        return self.table.sizes[did]
+
+    def same(self, a: int, b: int) -> None:
+        sa, sb = self._size(a), self._size(b)
+        if sa is not None and sb is not None and sa != sb:
+            raise Unsupported(f"{self.table.label(a)} has {sa} channels but "
+                              f"{self.table.label(b)} has {sb}")
+        self.table.couplings.append(Coupling(a, b, "same"))
+
+    def blocks(self, fine: int, coarse: int, block: int) -> None:
+        sf, sc = self._size(fine), self._size(coarse)
+        if sf is not None and sc is not None and sf != sc * block:
+            raise Unsupported(f"{self.table.label(fine)} ({sf}) is not {sc} blocks of {block}")
+        self.table.couplings.append(Coupling(fine, coarse, "blocks", block))
+
+    def offset(self, part: int, whole: int, start: int) -> None:
+        sp, sw = self._size(part), self._size(whole)
+        if sp is not None and sw is not None and start + sp > sw:
+            raise Unsupported(f"{self.table.label(part)} does not fit in {self.table.label(whole)}")
+        self.table.couplings.append(Coupling(part, whole, "offset", start))
+
+    def same_axes(self, x: str, y: str, axes_x, axes_y) -> None:
+        for ax, ay in zip(axes_x, axes_y):
+            self.same(self.dim(x, ax), self.dim(y, ay))
+
+    def broadcast(self, x: str, y: str) -> None:
+        """Couple ``x`` to ``y`` under numpy broadcasting (size-1 axes stay pinned)."""
+        sx, sy = self.shape(x), self.shape(y)
+        lead = len(sy) - len(sx)
+        if lead < 0:
+            raise Unsupported(f"'{x}' has higher rank than the result '{y}'")
+        for ax, dx in enumerate(sx):
+            dy = sy[ax + lead]
+            if dx == dy:
+                self.same(self.dim(x, ax), self.dim(y, ax + lead))
+            elif dx != 1:
+                raise Unsupported(f"cannot relate axis {ax} of '{x}' ({dx}) to '{y}' ({dy})")
+
+    # -- flags -------------------------------------------------------------
+    def pin(self, did: int, reason: str) -> None:
+        self.table.pin(did, reason)
+
+    def approximate(self, did: int, reason: str) -> None:
+        self.table.approx.setdefault(did, reason)
+
+    def contracts(self, input_index: int, axis: int) -> None:
+        """Input ``input_index`` is summed over ``axis``: the oracle zeroes removed channels here."""
+        tensor = self.node.input(input_index)
+        did = self.dim(tensor, axis)
+        self.table.contractions.append(Contraction(
+            self.node.outputs[0], self.node.name, input_index, tensor,
+            axis % self.rank(tensor), self.rank(tensor), did))
+
+    def statistics(self, tensor: str) -> None:
+        if tensor:
+            self.table.stats.add(self.dim(tensor, 0))

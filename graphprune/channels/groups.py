@@ -1,0 +1,183 @@
+"""Solve couplings into channel groups.
+
+Two levels, both connected components:
+
+1. **Dims → groups.** Dims joined by any coupling belong to one group. A
+   group with a pinned dim is pinned as a whole (the first reason is kept for
+   ``inspect``).
+2. **Elements → channels.** Inside unpinned groups, every element of every
+   dim is a vertex and couplings are vectorised index pairs; each connected
+   component is one *channel*: everything removed together (a conv row, its
+   BN scale, the consumer's columns, the head of an attention block...).
+
+Both steps are sparse-graph components over numpy arrays, so the cost is
+linear in the number of elements with no per-channel Python loop.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ..ir import Graph
+from .dims import DimTable, RuleContext, Unsupported
+from .rules import rule_for
+
+
+@dataclass
+class ChannelGroup:
+    """A set of coupled dims; ``channels[d]`` gives the channel of each element of dim ``d``."""
+
+    id: int
+    dims: list[int]
+    pinned: str | None = None
+    approximate: str | None = None
+    size: int = 0  # number of channels
+    channels: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def prunable(self) -> bool:
+        return self.pinned is None and self.size > 1
+
+
+class ChannelAnalysis:
+    """The dim table and its groups for one graph."""
+
+    def __init__(self, table: DimTable, groups: list[ChannelGroup], group_of: np.ndarray):
+        self.table = table
+        self.graph = table.graph
+        self.groups = groups
+        self.group_of = group_of  # dim id -> group id
+
+    def group_of_dim(self, tensor: str, axis: int) -> ChannelGroup | None:
+        did = self.table.ids.get((tensor, axis))
+        return None if did is None else self.groups[self.group_of[did]]
+
+    def constant_dims(self, group: ChannelGroup) -> list[int]:
+        return [d for d in group.dims if self.table.keys[d][0] in self.graph.constants
+                and not self.table.is_virtual(d)]
+
+    def prunable_groups(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    def pin_matching(self, pattern: str) -> int:
+        """Pin groups touching a tensor or node whose name matches ``pattern`` (``--keep``)."""
+        regex = re.compile(pattern)
+        count = 0
+        for g in self.prunable_groups():
+            for d in g.dims:
+                names = {self.table.keys[d][0], *self.table.touched_by[d]}
+                hit = next((n for n in names if regex.search(n)), None)
+                if hit:
+                    g.pinned = f"kept by --keep {pattern!r} (matches '{hit}')"
+                    count += 1
+                    break
+        return count
+
+    def describe(self, group: ChannelGroup) -> str:
+        dims = self.constant_dims(group) or group.dims
+        return ", ".join(self.table.label(d) for d in dims[:3]) + (" …" if len(dims) > 3 else "")
+
+
+def _pin_axes(table: DimTable, tensor: str, reason: str) -> None:
+    shape = table.graph.shape(tensor)
+    for axis in range(len(shape or ())):
+        table.pin(table.dim(tensor, axis), reason)
+
+
+def _run_rules(graph: Graph) -> DimTable:
+    table = DimTable(graph)
+    for name in graph.inputs:
+        _pin_axes(table, name, f"graph input '{name}'")
+    for name in graph.outputs:
+        _pin_axes(table, name, f"graph output '{name}'")
+    for node in graph.nodes:
+        ctx = RuleContext(table, node)
+        rule = rule_for(node.op, node.domain)
+        reason = None
+        try:
+            if rule is None:
+                raise Unsupported(f"no rule for op {node.domain + '.' if node.domain else ''}{node.op}")
+            if node.implicit_inputs:
+                raise Unsupported("it has subgraphs")
+            rule.couple(ctx)
+        except Unsupported as exc:
+            reason = f"{node.op} node '{node.name}': {exc}"
+        for tensor in (*node.inputs, *node.outputs, *node.implicit_inputs):
+            if not tensor or graph.shape(tensor) is None:
+                continue
+            for axis in range(len(graph.shape(tensor))):
+                did = table.dim(tensor, axis)
+                if reason or did not in ctx.mentioned:
+                    table.pin(did, reason or f"{node.op} node '{node.name}' does not map "
+                                             f"axis {axis} of '{tensor}'")
+        for i, tensor in enumerate(node.inputs):
+            sources = graph.folded.get(tensor)
+            if sources and not (node.op == "Reshape" and i == 1):
+                for src in sources:
+                    _pin_axes(table, src, f"the size of '{src}' is read by {node.op} node '{node.name}'")
+    return table
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    matrix = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    return connected_components(matrix, directed=False)[1]
+
+
+def analyse(graph: Graph) -> ChannelAnalysis:
+    """Run the rule table over ``graph`` and solve it into channel groups."""
+    table = _run_rules(graph)
+    n_dims = len(table.keys)
+    pairs = np.array([(c.a, c.b) for c in table.couplings], dtype=np.int64).reshape(-1, 2)
+    group_of = _components(n_dims, pairs[:, 0], pairs[:, 1])
+    order = np.argsort(group_of, kind="stable")
+    bounds = np.flatnonzero(np.diff(group_of[order])) + 1
+    groups = [ChannelGroup(gid, [int(d) for d in dims])
+              for gid, dims in enumerate(np.split(order, bounds)) if len(dims)]
+    groups.sort(key=lambda g: g.dims[0])
+    remap = np.empty(n_dims, dtype=np.int64)
+    for gid, g in enumerate(groups):
+        g.id = gid
+        remap[g.dims] = gid
+        g.pinned = next((table.pins[d] for d in g.dims if d in table.pins), None)
+        g.approximate = next((table.approx[d] for d in g.dims if d in table.approx), None)
+    analysis = ChannelAnalysis(table, groups, remap)
+    _solve_channels(analysis)
+    return analysis
+
+
+def _solve_channels(analysis: ChannelAnalysis) -> None:
+    table = analysis.table
+    live = np.zeros(len(table.keys), dtype=bool)
+    for g in analysis.groups:
+        if g.pinned is None:
+            live[g.dims] = True
+    sizes = np.array([s or 0 for s in table.sizes], dtype=np.int64) * live
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    src, dst = [], []
+    for c in table.couplings:
+        if live[c.a]:
+            ia, ib = c.index_pairs(int(sizes[c.a]))
+            src.append(offsets[c.a] + ia)
+            dst.append(offsets[c.b] + ib)
+    total = int(offsets[-1])
+    if total == 0:
+        return
+    labels = _components(total, np.concatenate(src or [np.empty(0, np.int64)]),
+                         np.concatenate(dst or [np.empty(0, np.int64)]))
+    for g in analysis.groups:
+        if g.pinned is not None:
+            continue
+        spans = [labels[offsets[d]:offsets[d + 1]] for d in g.dims]
+        uniq, inverse = np.unique(np.concatenate(spans), return_inverse=True)
+        g.size = len(uniq)
+        start = 0
+        for d, span in zip(g.dims, spans):
+            g.channels[d] = inverse[start:start + len(span)]
+            start += len(span)
+        if not analysis.constant_dims(g):
+            g.pinned = "no parameter carries these channels"

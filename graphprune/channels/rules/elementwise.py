@@ -1,0 +1,37 @@
+"""Channel-wise ops: every output element depends on the same element of the inputs.
+
+Unary ops couple all axes of input 0 with each output; broadcasting ops
+couple each input axis with the result axis it aligns to (numpy rules), so a
+per-channel constant ``[C,1,1]`` is sliced with the activation it scales.
+"""
+
+from . import rule
+
+UNARY = (
+    "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu",
+    "Selu", "Celu", "ThresholdedRelu", "Softplus", "Softsign", "Gelu", "Erf", "Mish",
+    "Swish", "Shrink", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Sin", "Cos",
+    "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "IsInf", "Identity", "Dropout",
+    "Cast", "CastLike",
+)
+BROADCAST = (
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where",
+    "Mod", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor",
+    "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
+)
+
+
+@rule(*UNARY)
+def unary(ctx):
+    x = ctx.node.input(0)
+    for y in ctx.node.outputs:
+        if y:  # Dropout's mask has the input's shape too
+            ctx.broadcast(x, y)
+
+
+@rule(*BROADCAST)
+def broadcasting(ctx):
+    y = ctx.node.outputs[0]
+    for x in ctx.node.inputs:
+        if x:
+            ctx.broadcast(x, y)

@@ -1,0 +1,230 @@
+"""Layout ops: concat, split, slice, transpose and the reshape family.
+
+Concat/Split/Slice map element *j* of a part to ``offset + j`` of the whole.
+Reshape-like ops (Reshape, Flatten, Squeeze, Unsqueeze) are matched axis
+groups by running products of the static shapes: a group of one axis ↔ one
+axis is 1:1; one axis ↔ several (``C → C·H·W`` features after flatten, or
+``H·D → (H, D)`` heads) ties each element of the single axis to the element of
+the *outermost* axis it falls in (``blocks``); the inner axes stay pinned, so
+features are pruned in whole channels and attention in whole heads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dims import Unsupported
+from . import emitter, rule
+
+
+@rule("Transpose")
+def transpose(ctx):
+    x, y = ctx.node.input(0), ctx.node.outputs[0]
+    rank = ctx.rank(x)
+    perm = ctx.attr("perm") or list(reversed(range(rank)))
+    ctx.same_axes(x, y, perm, range(rank))
+
+
+@rule("Concat")
+def concat(ctx):
+    y = ctx.node.outputs[0]
+    rank = ctx.rank(y)
+    axis = ctx.attr("axis") % rank
+    start = 0
+    for x in ctx.node.inputs:
+        size = ctx.shape(x)[axis]
+        if not isinstance(size, int):
+            raise Unsupported(f"'{x}' has no static size on the concat axis")
+        others = [a for a in range(rank) if a != axis]
+        ctx.same_axes(x, y, others, others)
+        if size:
+            ctx.offset(ctx.dim(x, axis), ctx.dim(y, axis), start)
+        start += size
+
+
+def _split_sizes(ctx, axis_size: int) -> list[int]:
+    outputs = ctx.node.outputs
+    split = ctx.const_ints(1, "split sizes") if ctx.opset >= 13 else ctx.attr("split")
+    if split:
+        return split
+    n = len(outputs)
+    chunk = -(-axis_size // n)  # ceil, the opset-18 rule; equal when divisible
+    return [min(chunk, axis_size - i * chunk) for i in range(n)]
+
+
+@rule("Split")
+def split(ctx):
+    x = ctx.node.input(0)
+    rank = ctx.rank(x)
+    axis = ctx.attr("axis", 0) % rank
+    size = ctx.shape(x)[axis]
+    if not isinstance(size, int):
+        raise Unsupported("split axis has no static size")
+    start = 0
+    others = [a for a in range(rank) if a != axis]
+    for y, part in zip(ctx.node.outputs, _split_sizes(ctx, size)):
+        if y:
+            ctx.same_axes(x, y, others, others)
+            ctx.offset(ctx.dim(y, axis), ctx.dim(x, axis), start)
+        start += part
+
+
+@emitter("Split")
+def split_sizes(ctx):
+    x = ctx.node.input(0)
+    axis = ctx.node.attr("axis", 0) % len(ctx.graph.shape(x))
+    if not ctx.changed(x, axis):
+        return
+    sizes = np.array([ctx.new_size(y, axis) for y in ctx.node.outputs], dtype=np.int64)
+    if ctx.graph.opset >= 13:
+        ctx.node.attrs.pop("num_outputs", None)
+        ctx.node.raw_attrs.pop("num_outputs", None)
+        if ctx.node.input(1):
+            ctx.replace_constant_input(1, sizes)
+        else:
+            ctx.add_constant_input(1, sizes)
+    else:
+        ctx.node.set_attr("split", [int(s) for s in sizes])
+
+
+def _slice_params(ctx, rank):
+    if ctx.opset < 10:
+        starts, ends = ctx.attr("starts"), ctx.attr("ends")
+        axes, steps = ctx.attr("axes"), None
+    else:
+        starts, ends = ctx.const_ints(1, "slice starts"), ctx.const_ints(2, "slice ends")
+        axes, steps = ctx.const_ints(3, "slice axes"), ctx.const_ints(4, "slice steps")
+    axes = [a % rank for a in axes] if axes else list(range(len(starts)))
+    steps = steps or [1] * len(axes)
+    return starts, ends, axes, steps
+
+
+def _clamp(v: int, size: int) -> int:
+    return min(max(v + size if v < 0 else v, 0), size)
+
+
+@rule("Slice")
+def slice_(ctx):
+    x, y = ctx.node.input(0), ctx.node.outputs[0]
+    shape = ctx.shape(x)
+    starts, ends, axes, steps = _slice_params(ctx, len(shape))
+    sliced = dict(zip(axes, zip(starts, ends, steps)))
+    for a in range(len(shape)):
+        if a not in sliced:
+            ctx.same(ctx.dim(x, a), ctx.dim(y, a))
+            continue
+        start, end, step = sliced[a]
+        if step != 1 or not isinstance(shape[a], int):
+            continue  # strided slices stay pinned
+        ctx.offset(ctx.dim(y, a), ctx.dim(x, a), _clamp(start, shape[a]))
+
+
+@emitter("Slice")
+def slice_bounds(ctx):
+    x = ctx.node.input(0)
+    shape = ctx.graph.shape(x)
+    rank = len(shape)
+    if ctx.graph.opset < 10:
+        starts, ends, axes = list(ctx.node.attr("starts")), list(ctx.node.attr("ends")), ctx.node.attr("axes")
+    else:
+        starts = [int(v) for v in ctx.graph.constants[ctx.node.input(1)].reshape(-1)]
+        ends = [int(v) for v in ctx.graph.constants[ctx.node.input(2)].reshape(-1)]
+        axes = ctx.node.input(3) and [int(v) for v in ctx.graph.constants[ctx.node.input(3)].reshape(-1)]
+    axes = [a % rank for a in axes] if axes else list(range(len(starts)))
+    touched = False
+    for i, a in enumerate(axes):
+        if not ctx.changed(x, a):
+            continue
+        kept = ctx.kept(x, a)
+        begin = int(np.searchsorted(kept, _clamp(starts[i], shape[a])))
+        starts[i], ends[i] = begin, begin + ctx.new_size(ctx.node.outputs[0], a)
+        touched = True
+    if not touched:
+        return
+    if ctx.graph.opset < 10:
+        ctx.node.set_attr("starts", starts)
+        ctx.node.set_attr("ends", ends)
+    else:
+        ctx.replace_constant_input(1, np.array(starts, dtype=np.int64))
+        ctx.replace_constant_input(2, np.array(ends, dtype=np.int64))
+
+
+def axis_groups(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]] | None:
+    """Match the axes of two shapes with equal element counts into groups of equal product.
+
+    Size-1 axes form groups on their own. Returns None when the shapes cannot
+    be matched (symbolic sizes that differ, unknown sizes).
+    """
+    groups, i, j = [], 0, 0
+    while i < len(src) or j < len(dst):
+        a = src[i] if i < len(src) else None
+        b = dst[j] if j < len(dst) else None
+        if a == 1 or b == 1:
+            groups.append(([i] if a == 1 else [], [j] if b == 1 else []))
+            i, j = i + (a == 1), j + (b == 1)
+            continue
+        if a is None or b is None:
+            return None
+        if not (isinstance(a, int) and isinstance(b, int)):
+            if a != b:
+                return None
+            groups.append(([i], [j]))
+            i, j = i + 1, j + 1
+            continue
+        ga, gb, pa, pb = [i], [j], a, b
+        i, j = i + 1, j + 1
+        while pa != pb:
+            if pa < pb:
+                if i >= len(src) or not isinstance(src[i], int):
+                    return None
+                pa *= src[i]
+                ga.append(i)
+                i += 1
+            else:
+                if j >= len(dst) or not isinstance(dst[j], int):
+                    return None
+                pb *= dst[j]
+                gb.append(j)
+                j += 1
+        groups.append((ga, gb))
+    return groups
+
+
+def couple_reshape(ctx, x: str, y: str) -> None:
+    sx, sy = ctx.shape(x), ctx.shape(y)
+    groups = axis_groups(sx, sy)
+    if groups is None:
+        raise Unsupported(f"cannot match the axes of {sx} and {sy}")
+    for ga, gb in groups:
+        ga = [a for a in ga if sx[a] != 1]
+        gb = [b for b in gb if sy[b] != 1]
+        if len(ga) == 1 and len(gb) == 1:
+            ctx.same(ctx.dim(x, ga[0]), ctx.dim(y, gb[0]))
+        elif len(ga) == 1 and gb:
+            ctx.blocks(ctx.dim(x, ga[0]), ctx.dim(y, gb[0]), int(np.prod([sy[b] for b in gb[1:]])))
+        elif len(gb) == 1 and ga:
+            ctx.blocks(ctx.dim(y, gb[0]), ctx.dim(x, ga[0]), int(np.prod([sx[a] for a in ga[1:]])))
+
+
+@rule("Reshape")
+def reshape(ctx):
+    ctx.const_ints(1, "Reshape target")  # a run-time target cannot be rewritten
+    couple_reshape(ctx, ctx.node.input(0), ctx.node.outputs[0])
+
+
+@rule("Flatten", "Squeeze", "Unsqueeze")
+def reshape_like(ctx):
+    couple_reshape(ctx, ctx.node.input(0), ctx.node.outputs[0])
+
+
+@emitter("Reshape")
+def reshape_target(ctx):
+    y = ctx.node.outputs[0]
+    target = ctx.graph.constants[ctx.node.input(1)].copy()
+    changed = False
+    for a in range(len(target)):
+        if target[a] > 0 and ctx.changed(y, a):
+            target[a] = ctx.new_size(y, a)
+            changed = True
+    if changed:
+        ctx.replace_constant_input(1, target)

@@ -1,0 +1,99 @@
+"""ONNX emitter: IR → ``ModelProto``, and atomic saving.
+
+Untouched attributes are written back from their original encoding; every
+constant the graph still uses becomes an initializer (``Constant`` nodes are
+materialised). Value info is dropped and re-inferred, since pruning changed
+the intermediate shapes. Models over 2 GB are written with external data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..errors import InputError
+from ..ir import Graph
+
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave protobuf headroom under its 2 GB cap
+
+
+def _node_proto(node) -> onnx.NodeProto:
+    proto = helper.make_node(node.op, node.inputs, node.outputs, name=node.name,
+                             domain=node.domain or None)
+    for name, value in node.attrs.items():
+        raw = node.raw_attrs.get(name)
+        if raw is None:
+            if isinstance(value, (list, tuple)) and not value:
+                raise InputError(f"node '{node.name}': cannot encode empty attribute '{name}'")
+            raw = helper.make_attribute(name, value)
+        proto.attribute.append(raw)
+    return proto
+
+
+def to_onnx(graph: Graph, infer: bool = True) -> onnx.ModelProto:
+    """Build a ModelProto from ``graph``, keeping the source model's metadata."""
+    source: onnx.ModelProto = graph.source
+    used = set(graph.outputs)
+    for n in graph.nodes:
+        used.update(t for t in (*n.inputs, *n.implicit_inputs) if t)
+    source_inits = [i.name for i in source.graph.initializer] if source is not None else []
+    order = [n for n in source_inits if n in graph.constants] + sorted(
+        set(graph.constants) - set(source_inits))
+    initializers = [numpy_helper.from_array(np.asarray(graph.constants[n]), n)
+                    for n in order if n in used]
+    inputs = [vi for vi in source.graph.input if vi.name in graph.inputs or vi.name in used]
+    out_graph = helper.make_graph([_node_proto(n) for n in graph.nodes], graph.name or "graph",
+                                  inputs, list(source.graph.output), initializer=initializers)
+    out_graph.doc_string = source.graph.doc_string
+    model = helper.make_model(out_graph, opset_imports=list(source.opset_import))
+    model.ir_version = source.ir_version
+    for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(model, field, getattr(source, field))
+    model.metadata_props.extend(source.metadata_props)
+    model.functions.extend(source.functions)
+    if infer:
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except (ValueError, onnx.shape_inference.InferenceError):
+            pass  # too large for in-memory inference: runtimes infer on load
+    return model
+
+
+def _byte_size(model: onnx.ModelProto) -> int:
+    try:
+        return model.ByteSize()
+    except ValueError:
+        return EXTERNAL_DATA_THRESHOLD + 1
+
+
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically: a reader sees the old file or the complete new one.
+
+    External data (``<name>.data`` beside the model) is used when the model is
+    over ~2 GB or when ``external_data`` is True.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: directory {path.parent} does not exist")
+    external = _byte_size(model) > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
+    tmp = Path(tempfile.mkdtemp(prefix=".graphprune-", dir=path.parent))
+    try:
+        if external:
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)  # saving as external data rewrites tensors in place
+            location = path.name + ".data"
+            onnx.save(copy, str(tmp / path.name), save_as_external_data=True,
+                      all_tensors_to_one_file=True, location=location, size_threshold=1024)
+            os.replace(tmp / location, path.parent / location)
+        else:
+            onnx.save(model, str(tmp / path.name))
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -1,0 +1,135 @@
+"""The one IR: a flat graph of ONNX-vocabulary ops over named tensors.
+
+Both front ends (ONNX files, torch.fx) produce a :class:`Graph`; analyses and
+passes read and change it; emitters turn it back into a native model. Tensors
+are referred to by name. Constant data (initializers and ``Constant`` node
+values) lives in ``Graph.constants`` as numpy arrays, so a rule or pass never
+has to care which of the two a model used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Union
+
+import numpy as np
+
+Dim = Union[int, str, None]  # static size, symbolic name, or unknown
+Shape = tuple[Dim, ...]
+
+
+@dataclass(eq=False)
+class Node:
+    """One op. ``attrs`` holds plain Python values; ``raw_attrs`` keeps the
+    front end's original encoding so untouched attributes round-trip exactly."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+    raw_attrs: dict[str, Any] = field(default_factory=dict, repr=False)
+    implicit_inputs: list[str] = field(default_factory=list)  # outer-scope names used by subgraphs
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def set_attr(self, name: str, value: Any) -> None:
+        self.attrs[name] = value
+        self.raw_attrs.pop(name, None)
+
+    def input(self, i: int) -> str:
+        """Input ``i`` or ``""`` when the optional input is absent."""
+        return self.inputs[i] if i < len(self.inputs) else ""
+
+
+@dataclass
+class TensorInfo:
+    shape: Shape | None  # None when even the rank is unknown
+    dtype: np.dtype | None = None
+
+
+class Graph:
+    """A model as nodes in topological order plus tensor metadata."""
+
+    def __init__(self, nodes: list[Node], inputs: list[str], outputs: list[str],
+                 tensors: dict[str, TensorInfo], constants: dict[str, np.ndarray],
+                 opset: int, name: str = "graph", source: Any = None):
+        self.nodes = nodes
+        self.inputs = inputs
+        self.outputs = outputs
+        self.tensors = tensors
+        self.constants = constants
+        self.opset = opset
+        self.name = name
+        self.source = source  # front-end specific origin (ModelProto, GraphModule)
+        self.folded: dict[str, set[str]] = {}  # constant name -> tensors whose sizes it was computed from
+
+    # -- queries -----------------------------------------------------------
+    def shape(self, tensor: str) -> Shape | None:
+        if tensor in self.constants:
+            return tuple(self.constants[tensor].shape)
+        info = self.tensors.get(tensor)
+        return info.shape if info else None
+
+    def producers(self) -> dict[str, Node]:
+        return {out: n for n in self.nodes for out in n.outputs if out}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        users: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for t in (*n.inputs, *n.implicit_inputs):
+                if t:
+                    users.setdefault(t, []).append(n)
+        return users
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def unique_name(self, base: str) -> str:
+        taken = set(self.tensors) | set(self.constants) | {o for n in self.nodes for o in n.outputs}
+        if base not in taken:
+            return base
+        i = 1
+        while f"{base}_{i}" in taken:
+            i += 1
+        return f"{base}_{i}"
+
+    # -- edits -------------------------------------------------------------
+    def add_constant(self, base: str, value: np.ndarray) -> str:
+        name = self.unique_name(base)
+        self.constants[name] = value
+        return name
+
+    def remove_unused(self) -> int:
+        """Drop nodes whose outputs nobody reads and constants nobody uses.
+
+        Returns the number of nodes removed. Lossless: graph outputs are kept.
+        """
+        removed = 0
+        while True:
+            used = set(self.outputs)
+            for n in self.nodes:
+                used.update(t for t in (*n.inputs, *n.implicit_inputs) if t)
+            keep = [n for n in self.nodes if any(o in used for o in n.outputs if o)]
+            if len(keep) == len(self.nodes):
+                break
+            removed += len(self.nodes) - len(keep)
+            self.nodes = keep
+        for name in [c for c in self.constants if c not in used]:
+            del self.constants[name]
+        return removed
+
+    def param_count(self) -> int:
+        return int(sum(v.size for v in self.constants.values()
+                       if v.dtype.kind == "f" and v.ndim >= 1))
+
+    def iter_constant_inputs(self) -> Iterable[tuple[Node, int, str]]:
+        for n in self.nodes:
+            for i, t in enumerate(n.inputs):
+                if t in self.constants:
+                    yield n, i, t

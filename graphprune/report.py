@@ -1,0 +1,57 @@
+"""The JSON report: what was kept, what it cost, and whether it verified.
+
+Schema (stable; external tools read it)::
+
+    {"initializers": {"<name>": {"<axis>": [kept indices, ascending]}},
+     "params": [before, after], "macs": [before, after],
+     "groups": [...], "pinned": [...], "verification": {...}, "settings": {...}}
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .channels import ChannelAnalysis, ChannelGroup
+
+
+def group_summary(analysis: ChannelAnalysis, group: ChannelGroup, removed=None) -> dict:
+    table = analysis.table
+    sizes = [table.sizes[d] or 0 for d in group.dims]
+    entry = {
+        "id": group.id,
+        "channels": group.size if group.pinned is None else max(sizes, default=0),
+        "parameters": [table.label(d) for d in analysis.constant_dims(group)],
+    }
+    if group.pinned is not None:
+        entry["pinned"] = group.pinned
+    else:
+        entry["removed"] = int(removed.sum()) if removed is not None else 0
+    if group.approximate:
+        entry["approximate"] = group.approximate
+    return entry
+
+
+def pinned_parameter_groups(analysis: ChannelAnalysis) -> list[dict]:
+    """Pinned groups that hold parameters (the ones a user may ask about)."""
+    return [group_summary(analysis, g) for g in analysis.groups
+            if g.pinned is not None and analysis.constant_dims(g)
+            and max(analysis.table.sizes[d] or 0 for d in g.dims) > 1]
+
+
+def pin_reasons(analysis: ChannelAnalysis) -> dict[str, int]:
+    """How many parameter groups each kind of reason pinned (for summaries)."""
+    return dict(Counter(g["pinned"].split(":")[0] for g in pinned_parameter_groups(analysis)))
+
+
+def build_report(plan, sliced, params, macs, verification, settings) -> dict:
+    analysis = plan.analysis
+    return {
+        "initializers": {name: {str(axis): [int(i) for i in kept] for axis, kept in sorted(axes.items())}
+                         for name, axes in sliced.items()},
+        "params": list(params),
+        "macs": list(macs),
+        "groups": [group_summary(analysis, g, plan.removed.get(g.id)) for g in analysis.prunable_groups()],
+        "pinned": pinned_parameter_groups(analysis),
+        "verification": verification.to_dict(),
+        "settings": settings,
+    }

@@ -1,0 +1,113 @@
+"""Which channels to remove: the pruning policy over importance scores.
+
+* Local (default): each prunable group loses ``floor(ratio · size)`` of its
+  least important channels.
+* Global: scores are normalised by their group's mean and ranked across all
+  groups; the lowest ``ratio`` of all channels go, but no group loses more
+  than ``max_group_ratio`` of its channels.
+* ``round_to=N`` rounds the number kept up to a multiple of N (hardware
+  friendly widths).
+* Never empties anything: every dim keeps at least one element, so no conv,
+  split output or head count drops to zero.
+
+The result is a :class:`Plan`: the removed channels of each group, and from
+them the kept indices of every dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .channels import ChannelAnalysis, ChannelGroup
+from .errors import InputError
+
+
+@dataclass
+class Plan:
+    """Removed channels per group id; ``kept(dim)`` derives per-dim indices."""
+
+    analysis: ChannelAnalysis
+    removed: dict[int, np.ndarray] = field(default_factory=dict)  # group id -> bool mask
+
+    def kept(self, did: int) -> np.ndarray | None:
+        """Kept element indices of dim ``did`` (ascending), or None if untouched."""
+        group = self.analysis.groups[self.analysis.group_of[did]]
+        mask = self.removed.get(group.id)
+        if mask is None or not mask.any():
+            return None
+        return np.flatnonzero(~mask[group.channels[did]])
+
+    def changed_dims(self) -> list[int]:
+        dims = []
+        for gid, mask in self.removed.items():
+            if mask.any():
+                dims.extend(self.analysis.groups[gid].dims)
+        return dims
+
+    @property
+    def channels_removed(self) -> int:
+        return int(sum(m.sum() for m in self.removed.values()))
+
+
+def _keep_count(size: int, ratio: float, round_to: int) -> int:
+    keep = size - int(np.floor(size * ratio + 1e-9))
+    if round_to > 1:
+        keep = int(np.ceil(keep / round_to) * round_to)
+    return int(min(max(keep, 1), size))
+
+
+def _ensure_nonempty(group: ChannelGroup, removed: np.ndarray, score: np.ndarray) -> None:
+    """Give back each dim's best channel where a dim would otherwise lose everything."""
+    for channels in group.channels.values():
+        if removed[channels].all():
+            best = channels[np.argmax(score[channels])]
+            removed[best] = False
+
+
+def _validate(ratio: float, round_to: int, max_group_ratio: float) -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise InputError(f"ratio must be in [0, 1), got {ratio}")
+    if round_to < 1:
+        raise InputError(f"round-to must be a positive integer, got {round_to}")
+    if not 0.0 < max_group_ratio < 1.0:
+        raise InputError(f"max group ratio must be in (0, 1), got {max_group_ratio}")
+
+
+def select(analysis: ChannelAnalysis, scores: dict[int, np.ndarray], ratio: float,
+           global_ranking: bool = False, round_to: int = 1, max_group_ratio: float = 0.9) -> Plan:
+    """Choose the channels to remove from each prunable group."""
+    _validate(ratio, round_to, max_group_ratio)
+    plan = Plan(analysis)
+    groups = [g for g in analysis.prunable_groups() if g.id in scores]
+    if not groups or ratio == 0:
+        return plan
+    if global_ranking:
+        keep_counts = _global_keep_counts(groups, scores, ratio, round_to, max_group_ratio)
+    else:
+        keep_counts = {g.id: _keep_count(g.size, ratio, round_to) for g in groups}
+    for g in groups:
+        score = scores[g.id]
+        order = np.argsort(score, kind="stable")
+        removed = np.zeros(g.size, dtype=bool)
+        removed[order[:g.size - keep_counts[g.id]]] = True
+        _ensure_nonempty(g, removed, score)
+        plan.removed[g.id] = removed
+    return plan
+
+
+def _global_keep_counts(groups, scores, ratio, round_to, max_group_ratio) -> dict[int, int]:
+    normalised = [scores[g.id] / (scores[g.id].mean() or 1.0) for g in groups]
+    owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(groups)])
+    flat = np.concatenate(normalised)
+    # rank of each channel inside its group, lowest score first
+    rank = np.concatenate([np.argsort(np.argsort(s, kind="stable"), kind="stable") for s in normalised])
+    cap = np.array([min(int(g.size * max_group_ratio), g.size - 1) for g in groups])
+    allowed = rank < cap[owner]
+    target = int(np.floor(len(flat) * ratio))
+    candidates = np.flatnonzero(allowed)
+    chosen = candidates[np.argsort(flat[candidates], kind="stable")[:target]]
+    removed_per_group = np.bincount(owner[chosen], minlength=len(groups))
+    return {g.id: _keep_count(g.size, removed_per_group[i] / g.size, round_to)
+            for i, g in enumerate(groups)}
