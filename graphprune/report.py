@@ -32,10 +32,16 @@ def group_summary(analysis: ChannelAnalysis, group: ChannelGroup, removed=None) 
 
 
 def pinned_parameter_groups(analysis: ChannelAnalysis) -> list[dict]:
-    """Pinned groups that hold parameters (the ones a user may ask about)."""
-    return [group_summary(analysis, g) for g in analysis.groups
-            if g.pinned is not None and analysis.constant_dims(g)
-            and max(analysis.table.sizes[d] or 0 for d in g.dims) > 1]
+    """Pinned channel groups that hold parameters (the ones a user may ask about).
+
+    A group counts when it ties a parameter axis to an activation axis and has
+    more than one channel, so kernel axes and size-1 axes are left out.
+    """
+    def relevant(g):
+        params = analysis.constant_dims(g)
+        return (g.pinned is not None and params and len(params) < len(g.dims)
+                and max(analysis.table.sizes[d] or 0 for d in g.dims) > 1)
+    return [group_summary(analysis, g) for g in analysis.groups if relevant(g)]
 
 
 def pin_reasons(analysis: ChannelAnalysis) -> dict[str, int]:

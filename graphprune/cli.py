@@ -1,0 +1,205 @@
+"""``graphprune`` command line: a thin layer over the Python API.
+
+Exit codes: 0 success, 1 verification failed (nothing written), 2 bad input
+or usage, 3 internal error (a bug: please report it with ``--debug`` output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import api
+from .errors import GraphpruneError, InputError, VerificationError
+from .importance import CRITERIA
+
+EXIT_OK, EXIT_VERIFY, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _fmt(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _numeric(cell) -> bool:
+    text = str(cell).rstrip("KMG")
+    return text.replace(".", "", 1).isdigit() or text == "-"
+
+
+def print_table(rows: list[tuple], out=sys.stdout) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for k, row in enumerate(rows):
+        print("  ".join(str(c).rjust(w) if _numeric(c) else str(c).ljust(w)
+                        for c, w in zip(row, widths)).rstrip(), file=out)
+        if k == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+
+
+def print_prune_summary(report: dict, seconds: float) -> None:
+    (p0, p1), (m0, m1) = report["params"], report["macs"]
+    groups = report["groups"]
+    removed = sum(g["removed"] for g in groups)
+    total = sum(g["channels"] for g in groups)
+    print_table([
+        ("", "before", "after", "ratio"),
+        ("params", _fmt(p0), _fmt(p1), f"{p1 / p0:.3f}" if p0 else "-"),
+        ("MACs", _fmt(m0), _fmt(m1), f"{m1 / m0:.3f}" if m0 else "-"),
+        ("channels in prunable groups", total, total - removed, f"{(total - removed) / total:.3f}" if total else "-"),
+    ])
+    v = report["verification"]
+    detail = f" (max relative error {v['max_relative_error']:.2e})" if v["status"] == "exact" else ""
+    print(f"groups: {len(groups)} pruned, {len(report['pinned'])} pinned; "
+          f"verification: {v['status']}{detail}; {seconds:.2f}s")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return b.exists() and os.path.samefile(a, b)
+
+
+def cmd_prune(args) -> int:
+    src, dst = Path(args.input), Path(args.output)
+    if src.exists() and _same_file(src, dst) and not args.overwrite_input:
+        raise InputError(f"{dst}: refusing to overwrite the input model (pass --overwrite-input to allow it)")
+    start = time.perf_counter()
+    try:
+        result = api.prune(src, ratio=args.ratio, importance=args.importance,
+                           global_ranking=args.global_ranking, round_to=args.round_to,
+                           keep=args.keep, verify=not args.no_verify,
+                           max_group_ratio=args.max_group_ratio)
+    except VerificationError as exc:
+        print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
+        return EXIT_VERIFY
+    api.save(result.model, dst)
+    if args.report:
+        _write_json(Path(args.report), result.report)
+    print_prune_summary(result.report, time.perf_counter() - start)
+    print(f"wrote {dst}")
+    return EXIT_OK
+
+
+def _write_json(path: Path, data: dict) -> None:
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: directory {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def cmd_inspect(args) -> int:
+    info = api.inspect(Path(args.input))
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return EXIT_OK
+    print(f"params {_fmt(info['params'])}, MACs {_fmt(info['macs'])}")
+    print(f"\nprunable groups ({len(info['groups'])}):")
+    if info["groups"]:
+        print_table([("group", "channels", "parameters")] + [
+            (g["id"], g["channels"], ", ".join(g["parameters"][:3]) + (" …" if len(g["parameters"]) > 3 else ""))
+            for g in info["groups"]])
+    print(f"\npinned groups with parameters ({len(info['pinned'])}):")
+    if info["pinned"]:
+        print_table([("group", "channels", "reason")] + [
+            (g["id"], g["channels"], g["pinned"]) for g in info["pinned"]])
+    print("\nlayers:")
+    print_table([("node", "op", "params", "MACs")] + [
+        (r["node"], r["op"], _fmt(r["params"]), _fmt(r["macs"])) for r in info["layers"]])
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    try:
+        from . import models
+    except ImportError as exc:
+        raise InputError(f"the demo needs torch and torchvision: pip install 'graphprune[torch]' ({exc})")
+    print(f"exporting torchvision {args.model} (random weights) to ONNX ...")
+    path = models.export_onnx(args.model)
+    print(f"pruning {path} at ratio {args.ratio} (l2, local) ...")
+    start = time.perf_counter()
+    result = api.prune(path, ratio=args.ratio)
+    print_prune_summary(result.report, time.perf_counter() - start)
+    if args.output:
+        api.save(result.model, args.output)
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="graphprune",
+        description="Structured pruning as a graph compiler: find coupled channel groups, remove "
+                    "channels across every coupled layer, emit a smaller verified ONNX model.",
+        epilog="exit codes: 0 ok, 1 verification failed (nothing written), 2 bad input or usage, "
+               "3 internal error")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prune", help="remove a fraction of every prunable channel group",
+                       description="Remove the least important channels of every prunable group "
+                                   "and write a smaller model, verified against the oracle.")
+    p.add_argument("input", help="input .onnx model")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path (written atomically)")
+    p.add_argument("--ratio", type=float, required=True, help="fraction of channels to remove, in [0, 1)")
+    p.add_argument("--importance", choices=CRITERIA, default="l2",
+                   help="channel importance: norm over all parameter slices of a channel (default l2)")
+    p.add_argument("--global", dest="global_ranking", action="store_true",
+                   help="rank channels across groups instead of within each group")
+    p.add_argument("--max-group-ratio", type=float, default=0.9,
+                   help="with --global, the largest fraction any one group may lose (default 0.9)")
+    p.add_argument("--round-to", type=int, default=1, metavar="N",
+                   help="keep a multiple of N channels per group")
+    p.add_argument("--keep", metavar="REGEX",
+                   help="do not prune groups touching a node or tensor whose name matches REGEX")
+    p.add_argument("--report", metavar="FILE.json", help="write kept indices, params, MACs, groups, verification")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime oracle check")
+    p.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the input file")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("inspect", help="show channel groups, pinned reasons, params and MACs",
+                       description="Show the channel groups of a model: which are prunable, which "
+                                   "are pinned and why, and params/MACs per layer.")
+    p.add_argument("input", help="input .onnx model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("demo", help="export a torchvision model and prune it (needs graphprune[torch])",
+                       description="Export a torchvision model with random weights to ONNX, prune it "
+                                   "and print the before/after table and the verification result.")
+    p.add_argument("--model", default="resnet18", help="model name from graphprune.models (default resnet18)")
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction to remove (default 0.5)")
+    p.add_argument("-o", "--output", help="also write the pruned model here")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GraphpruneError as exc:
+        if args.debug:
+            raise
+        print(f"graphprune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("graphprune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line, not a traceback, unless --debug
+        if args.debug:
+            raise
+        print(f"graphprune: internal error: {exc.__class__.__name__}: {exc} "
+              "(re-run with --debug and report it)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
