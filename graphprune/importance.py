@@ -22,6 +22,14 @@ from .errors import InputError
 CRITERIA = ("l1", "l2")
 
 
+def _per_slice(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
+    """Σ|w| or Σw² over every axis but ``axis``, without a float64 copy of ``w``."""
+    letters = "abcdefghijklmnopqrstuvwxyz"[:w.ndim]
+    if criterion == "l2":
+        return np.einsum(f"{letters},{letters}->{letters[axis]}", w, w, dtype=np.float64)
+    return np.einsum(f"{letters}->{letters[axis]}", np.abs(w), dtype=np.float64)
+
+
 def group_importance(analysis: ChannelAnalysis, group: ChannelGroup, criterion: str) -> np.ndarray:
     if criterion not in CRITERIA:
         raise InputError(f"unknown importance '{criterion}': choose one of {', '.join(CRITERIA)}")
@@ -33,10 +41,8 @@ def group_importance(analysis: ChannelAnalysis, group: ChannelGroup, criterion: 
         w = analysis.graph.constants[tensor]
         if w.dtype.kind != "f":
             continue
-        others = tuple(a for a in range(w.ndim) if a != axis)
-        w = w.astype(np.float64, copy=False)
-        per_elem = np.abs(w).sum(axis=others) if criterion == "l1" else np.square(w).sum(axis=others)
-        score += np.bincount(group.channels[d], weights=per_elem, minlength=group.size)
+        score += np.bincount(group.channels[d], weights=_per_slice(w, axis, criterion),
+                             minlength=group.size)
     return np.sqrt(score) if criterion == "l2" else score
 
 

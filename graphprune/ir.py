@@ -65,6 +65,7 @@ class Graph:
         self.name = name
         self.source = source  # front-end specific origin (ModelProto, GraphModule)
         self.folded: dict[str, set[str]] = {}  # constant name -> tensors whose sizes it was computed from
+        self.pristine: dict[str, tuple[np.ndarray, Any]] = {}  # name -> (array as loaded, its source tensor)
 
     # -- queries -----------------------------------------------------------
     def shape(self, tensor: str) -> Shape | None:

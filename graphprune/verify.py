@@ -22,7 +22,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .emit.onnx import EXTERNAL_DATA_THRESHOLD, _byte_size
 
 
 @dataclass
@@ -48,8 +47,10 @@ def session(model: onnx.ModelProto):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if _byte_size(model) <= EXTERNAL_DATA_THRESHOLD:
+    try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except ValueError:  # protobuf refuses to serialise over 2 GB
+        pass
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
         onnx.save(model, path, save_as_external_data=True, location="model.data")

@@ -17,7 +17,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..errors import InputError
+from ..errors import GraphpruneError, InputError
+from ..frontends.onnx import infer_shapes
 from ..ir import Graph
 
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave protobuf headroom under its 2 GB cap
@@ -36,6 +37,15 @@ def _node_proto(node) -> onnx.NodeProto:
     return proto
 
 
+def _initializer(graph: Graph, name: str) -> onnx.TensorProto:
+    """The source tensor when the value is untouched (no re-encoding), else a new one."""
+    value = graph.constants[name]
+    loaded, tensor = graph.pristine.get(name, (None, None))
+    if value is loaded:
+        return tensor
+    return numpy_helper.from_array(np.asarray(value), name)
+
+
 def to_onnx(graph: Graph, infer: bool = True) -> onnx.ModelProto:
     """Build a ModelProto from ``graph``, keeping the source model's metadata."""
     source: onnx.ModelProto = graph.source
@@ -45,8 +55,7 @@ def to_onnx(graph: Graph, infer: bool = True) -> onnx.ModelProto:
     source_inits = [i.name for i in source.graph.initializer] if source is not None else []
     order = [n for n in source_inits if n in graph.constants] + sorted(
         set(graph.constants) - set(source_inits))
-    initializers = [numpy_helper.from_array(np.asarray(graph.constants[n]), n)
-                    for n in order if n in used]
+    initializers = [_initializer(graph, n) for n in order if n in used]
     inputs = [vi for vi in source.graph.input if vi.name in graph.inputs or vi.name in used]
     out_graph = helper.make_graph([_node_proto(n) for n in graph.nodes], graph.name or "graph",
                                   inputs, list(source.graph.output), initializer=initializers)
@@ -59,9 +68,11 @@ def to_onnx(graph: Graph, infer: bool = True) -> onnx.ModelProto:
     model.functions.extend(source.functions)
     if infer:
         try:
-            model = onnx.shape_inference.infer_shapes(model)
-        except (ValueError, onnx.shape_inference.InferenceError):
-            pass  # too large for in-memory inference: runtimes infer on load
+            inferred = infer_shapes(model)
+            model.graph.value_info.extend(vi for vi in inferred.value_info
+                                          if vi.name not in graph.constants)
+        except GraphpruneError:
+            pass  # runtimes infer shapes on load; the checker reports real problems
     return model
 
 

@@ -9,7 +9,6 @@ constants of the IR exactly like initializers.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,6 @@ from onnx import helper, numpy_helper
 from ..errors import InputError, ShapeError
 from ..ir import Graph, Node, TensorInfo
 from ..shape_folding import fold_static_shapes
-
-_TWO_GB = 2**31 - 1
-
 
 def read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     """Load a model with its external data; errors name the file and the fix."""
@@ -38,21 +34,37 @@ def read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
                          "check the file and any external-data files beside it") from exc
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference with data propagation; models over 2 GB go through a file."""
+_SKELETON_MAX_ELEMENTS = 1 << 12  # initializers up to this size keep their values (shape data)
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without large weight data: large initializers become typed graph inputs.
+
+    Shape inference only needs their shapes, so this makes inference fast and
+    keeps it under protobuf's 2 GB limit whatever the model's size.
+    """
+    g = model.graph
+    inputs = list(g.input)
+    listed = {i.name for i in inputs}
+    small = []
+    for init in g.initializer:
+        if int(np.prod(init.dims)) <= _SKELETON_MAX_ELEMENTS and init.data_location != onnx.TensorProto.EXTERNAL:
+            small.append(init)
+        elif init.name not in listed:
+            inputs.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    graph = helper.make_graph(g.node, g.name, inputs, g.output, initializer=small, value_info=g.value_info)
+    skeleton = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    skeleton.functions.extend(model.functions)
+    return skeleton
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.GraphProto:
+    """Shape inference with data propagation on the weightless skeleton; returns its graph."""
     try:
-        if model.ByteSize() < _TWO_GB:
-            return onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except ValueError:  # ByteSize overflow on huge protos
-        pass
+        return onnx.shape_inference.infer_shapes(_skeleton(model), data_prop=True).graph
     except onnx.shape_inference.InferenceError as exc:
         raise ShapeError(f"ONNX shape inference failed: {exc}; "
                          "run onnx.checker on the model or re-export it") from exc
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
-        onnx.save(model, src, save_as_external_data=True, location="in.data")
-        onnx.shape_inference.infer_shapes_path(src, dst, data_prop=True)
-        return onnx.load(dst, load_external_data=True)
 
 
 def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
@@ -119,11 +131,12 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
         inferred = infer_shapes(proto)
     except ShapeError as exc:
         raise ShapeError(f"{where}: {exc}") from exc
-    g = inferred.graph
     tensors: dict[str, TensorInfo] = {}
-    for vi in (*g.input, *g.value_info, *g.output):
+    for vi in (*inferred.input, *inferred.value_info, *inferred.output):
         tensors[vi.name] = _tensor_info(vi)
+    g = proto.graph
     constants = {init.name: numpy_helper.to_array(init) for init in g.initializer}
+    pristine = {init.name: (constants[init.name], init) for init in g.initializer}
     inputs = [i.name for i in g.input if i.name not in constants]
     for name in inputs:
         if tensors[name].shape is None:
@@ -147,6 +160,7 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
     graph = Graph(nodes, inputs, [o.name for o in g.output], tensors, constants, opset,
                   name=g.name, source=proto)
+    graph.pristine = pristine
     if fold_shapes:
         fold_static_shapes(graph)
     return graph
