@@ -1,0 +1,108 @@
+"""The Python API: options of prune, the oracle's teeth, saving."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import graphprune
+from graphprune.verify import compare, oracle_model
+
+
+@pytest.fixture(scope="module")
+def resnet(export):
+    return export("resnet18", "dynamo")
+
+
+def kept_counts(report):
+    return {g["id"]: g["channels"] - g["removed"] for g in report["groups"]}
+
+
+def test_prune_accepts_model_proto_and_path(resnet):
+    from_path = graphprune.prune(resnet, ratio=0.3, verify=False)
+    from_proto = graphprune.prune(onnx.load(str(resnet)), ratio=0.3, verify=False)
+    assert from_path.report["initializers"] == from_proto.report["initializers"]
+    assert from_path.verification.status == "skipped"
+
+
+def test_round_to_keeps_multiples(resnet):
+    report = graphprune.prune(resnet, ratio=0.5, round_to=24).report
+    assert all(k % 24 == 0 for k in kept_counts(report).values())
+
+
+def test_global_ranking_respects_cap_and_total(resnet):
+    report = graphprune.prune(resnet, ratio=0.5, global_ranking=True, max_group_ratio=0.7).report
+    removed = sum(g["removed"] for g in report["groups"])
+    total = sum(g["channels"] for g in report["groups"])
+    assert removed == pytest.approx(total * 0.5, abs=len(report["groups"]))
+    assert all(g["removed"] <= int(g["channels"] * 0.7) for g in report["groups"])
+    assert len({g["removed"] / g["channels"] for g in report["groups"]}) > 1  # not uniform
+    assert report["verification"]["status"] == "exact"
+
+
+def test_keep_regex_pins_matching_groups(resnet):
+    report = graphprune.prune(resnet, ratio=0.5, keep=r"^layer4\.").report
+    pinned = [g for g in report["pinned"] if "--keep" in g["pinned"]]
+    assert pinned and all(any(p.startswith("layer4.") for p in g["parameters"]) for g in pinned)
+    assert not any(n.startswith("layer4.") for n in report["initializers"])
+
+
+def test_importance_criteria_rank_differently(resnet):
+    l1 = graphprune.prune(resnet, ratio=0.5, importance="l1", verify=False).report
+    l2 = graphprune.prune(resnet, ratio=0.5, importance="l2", verify=False).report
+    assert l1["initializers"] != l2["initializers"]
+    with pytest.raises(graphprune.InputError, match="unknown importance"):
+        graphprune.prune(resnet, ratio=0.5, importance="taylor")
+
+
+def test_l2_removes_the_smallest_channels(export):
+    """Scale one channel up: it must survive; zero another: it must go."""
+    model = onnx.load(str(export("tiny_flatten", "legacy")))
+    conv_w = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    w = numpy_helper.to_array(conv_w).copy()
+    w[3] *= 100.0
+    w[5] = 0.0
+    conv_w.CopyFrom(numpy_helper.from_array(w, conv_w.name))
+    kept = graphprune.prune(model, ratio=0.5).report["initializers"][conv_w.name]["0"]
+    assert 3 in kept and 5 not in kept
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 2.0])
+def test_bad_ratio_is_an_input_error(resnet, ratio):
+    with pytest.raises(graphprune.InputError, match="ratio"):
+        graphprune.prune(resnet, ratio=ratio)
+
+
+def test_oracle_detects_a_wrong_model(resnet):
+    """The check has teeth: perturb one kept weight of the pruned model and it fails."""
+    result = graphprune.prune(resnet, ratio=0.5)
+    broken = onnx.ModelProto()
+    broken.CopyFrom(result.model)
+    name = next(iter(result.report["initializers"]))
+    tensor = next(t for t in broken.graph.initializer if t.name == name)
+    w = numpy_helper.to_array(tensor).copy()
+    w.flat[0] += 1.0
+    tensor.CopyFrom(numpy_helper.from_array(w, name))
+    source = onnx.load(str(resnet))
+    assert compare(oracle_model(source, result.plan), broken).status == "failed"
+    # and the unmasked original is not what the pruned model computes
+    assert compare(source, result.model).status == "failed"
+
+
+def test_save_is_atomic_and_supports_external_data(resnet, tmp_path):
+    result = graphprune.prune(resnet, ratio=0.5, verify=False)
+    out = graphprune.save(result.model, tmp_path / "small.onnx", external_data=True)
+    assert (tmp_path / "small.onnx.data").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx", "small.onnx.data"]
+    reloaded = graphprune.prune(out, ratio=0.0)  # loads external data, verifies, no-op prune
+    assert reloaded.report["params"][0] == result.report["params"][1]
+    with pytest.raises(graphprune.InputError, match="does not exist"):
+        graphprune.save(result.model, tmp_path / "missing" / "x.onnx")
+
+
+def test_report_is_json_serialisable(resnet):
+    report = graphprune.prune(resnet, ratio=0.5).report
+    decoded = json.loads(json.dumps(report))
+    assert set(decoded) >= {"initializers", "params", "macs", "groups", "pinned", "verification"}

@@ -1,0 +1,77 @@
+"""The graphprune command: outputs, reports, exit codes and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from graphprune import cli
+from graphprune.verify import Verification
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, "-m", "graphprune.cli", *map(str, args)],
+                          capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def model(export):
+    return export("tiny_cnn", "legacy")
+
+
+def test_prune_writes_model_and_report(model, tmp_path):
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+    code, stdout, stderr = run("prune", model, "-o", out, "--ratio", "0.5", "--report", report)
+    assert code == 0, stderr
+    assert "MACs" in stdout and "verification: exact" in stdout
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    data = json.loads(report.read_text())
+    assert data["macs"][1] < data["macs"][0] and data["verification"]["status"] == "exact"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["prune", "missing.onnx", "-o", "x.onnx", "--ratio", "0.5"], "missing.onnx: no such file"),
+    (["prune", "{bad}", "-o", "x.onnx", "--ratio", "0.5"], "not a readable ONNX model"),
+    (["prune", "{model}", "-o", "x.onnx", "--ratio", "1.5"], "ratio must be in"),
+    (["prune", "{model}", "-o", "{model}", "--ratio", "0.5"], "refusing to overwrite the input"),
+    (["prune", "{model}", "-o", "nodir/x.onnx", "--ratio", "0.5"], "does not exist"),
+    (["inspect", "missing.onnx"], "no such file"),
+])
+def test_bad_input_is_one_line_and_exit_2(model, tmp_path, args, needle):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    args = [a.format(model=model, bad=bad) for a in args]
+    code, stdout, stderr = run(*args)
+    assert code == 2
+    assert needle in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_usage_error_exit_2():
+    code, _, stderr = run("prune")
+    assert code == 2 and "usage:" in stderr
+
+
+def test_verification_failure_exits_1_and_writes_nothing(model, tmp_path, monkeypatch, capsys):
+    failed = Verification("failed", message="output 'output' differs")
+    monkeypatch.setattr("graphprune.api.verify_prune", lambda *a, **k: failed)
+    out = tmp_path / "out.onnx"
+    assert cli.main(["prune", str(model), "-o", str(out), "--ratio", "0.5"]) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert "verification failed" in capsys.readouterr().err
+
+
+def test_inspect_human_and_json(model):
+    code, stdout, _ = run("inspect", model)
+    assert code == 0 and "prunable groups (1)" in stdout and "graph output" in stdout
+    code, stdout, _ = run("inspect", model, "--json")
+    info = json.loads(stdout)
+    assert code == 0 and len(info["groups"]) == 1 and info["macs"] > 0 and info["layers"]
+
+
+def test_help_lists_commands():
+    code, stdout, _ = run("--help")
+    assert code == 0 and all(c in stdout for c in ("prune", "inspect", "demo", "exit codes"))
