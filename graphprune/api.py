@@ -8,16 +8,15 @@ from dataclasses import dataclass
 import onnx
 
 from .channels import ChannelAnalysis, analyse
-from .channels.apply import apply_plan
 from .emit.onnx import save_onnx, to_onnx
 from .errors import InputError, VerificationError
 from .frontends.onnx import load_onnx, read_model
-from .importance import importance as score_channels
 from .ir import Graph
 from .metrics import layer_table, total_macs
 from .report import build_report, group_summary, pinned_parameter_groups
-from .selection import Plan, select
+from .selection import Plan
 from .verify import Verification, verify_prune
+from .passes.prune_channels import PruneChannels
 
 ModelLike = "str | os.PathLike | onnx.ModelProto"
 
@@ -77,26 +76,18 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
     """
     source = read_model(model)
     graph = load_onnx(source)
-    before = (graph.param_count(), total_macs(graph))
-    analysis = analyse(graph)
-    if keep:
-        analysis.pin_matching(keep)
-    plan = select(analysis, score_channels(analysis, importance), ratio,
-                  global_ranking, round_to, max_group_ratio)
-    sliced = apply_plan(graph, plan)
-    graph.remove_unused()
+    step = PruneChannels(ratio=ratio, importance=importance, global_ranking=global_ranking,
+                         round_to=round_to, keep=keep or "", max_group_ratio=max_group_ratio)
+    outcome = step(graph)
     pruned = to_onnx(graph)
-    after_graph = load_onnx(pruned, fold_shapes=False)
-    after = (after_graph.param_count(), total_macs(after_graph))
-    verification = (verify_prune(source, pruned, plan, tolerance) if verify
+    verification = (verify_prune(source, pruned, step.plan, tolerance) if verify
                     else Verification("skipped", tolerance=tolerance))
     settings = {"ratio": ratio, "importance": importance, "global": global_ranking,
                 "round_to": round_to, "keep": keep, "max_group_ratio": max_group_ratio}
-    report = build_report(plan, sliced, (before[0], after[0]), (before[1], after[1]),
-                          verification, settings)
+    report = build_report(step.plan, step.sliced, outcome.params, outcome.macs, verification, settings)
     if not verification.ok:
         raise VerificationError(f"verification failed: {verification.message}", verification)
-    return PruneResult(pruned, report, plan, verification)
+    return PruneResult(pruned, report, step.plan, verification)
 
 
 def analyse_model(model) -> ChannelAnalysis:

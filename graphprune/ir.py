@@ -106,6 +106,34 @@ class Graph:
         self.constants[name] = value
         return name
 
+    def replace_uses(self, old: str, new: str) -> None:
+        """Point every node that reads tensor ``old`` at ``new`` (graph outputs untouched)."""
+        for n in self.nodes:
+            n.inputs = [new if t == old else t for t in n.inputs]
+            n.implicit_inputs = [new if t == old else t for t in n.implicit_inputs]
+
+    def forward(self, node: Node, input_index: int = 0) -> bool:
+        """Remove ``node`` whose first output equals its input ``input_index``.
+
+        Readers of the output read the input instead. When the output is a
+        graph output, the input's producer is renamed to keep the model's
+        interface; if that is impossible (the input is a graph input, a
+        constant, or itself a graph output) the node stays and False is returned.
+        """
+        out, src = node.outputs[0], node.inputs[input_index]
+        if out in self.outputs:
+            producer = self.producers().get(src)
+            if producer is None or src in self.outputs:
+                return False
+            producer.outputs = [out if t == src else t for t in producer.outputs]
+            self.replace_uses(src, out)
+            if src in self.tensors:
+                self.tensors[out] = self.tensors[src]
+        else:
+            self.replace_uses(out, src)
+        self.nodes.remove(node)
+        return True
+
     def remove_unused(self) -> int:
         """Drop nodes whose outputs nobody reads and constants nobody uses.
 

@@ -164,3 +164,12 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
     if fold_shapes:
         fold_static_shapes(graph)
     return graph
+
+
+def refresh_shapes(graph: Graph) -> None:
+    """Re-infer every tensor's shape after a pass changed sizes (weights are not copied)."""
+    from ..emit.onnx import to_onnx  # the emitter imports this module
+
+    inferred = infer_shapes(to_onnx(graph, infer=False))
+    for vi in (*inferred.input, *inferred.value_info, *inferred.output):
+        graph.tensors[vi.name] = _tensor_info(vi)
