@@ -1,0 +1,211 @@
+"""dead-channels: physically remove channels that contribute exactly nothing.
+
+The lossless counterpart of pruning, for models trained with group sparsity.
+It reuses the core's channel groups: a channel here is exactly what
+prune-channels would remove, so removal is the same plan machinery.
+
+A channel of an exact group is dead when either
+
+* **its consumer columns are zero**: every contraction that reads the group is
+  a Conv (``group=1``), Gemm or MatMul with a constant weight, and the
+  channel's slice of every one of those weights is all zero; or
+* **it does not depend on the input**: every producer of the group (Conv,
+  ConvTranspose, Gemm, MatMul with constant weights) has an all-zero weight
+  slice for it, so its value everywhere is a function of biases only. One
+  onnxruntime run then gives its value at each contraction input. If that
+  value is 0 the channel is dead outright; if it is a constant ``v`` (equal at
+  every position) and every consumer is unpadded Conv or Gemm, its
+  contribution ``Σ W[o, c, …] · v`` is folded into the consumer bias exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from graphprune.channels import analyse
+from graphprune.channels.apply import apply_plan
+from graphprune.emit.onnx import to_onnx
+from graphprune.pipeline import Pass, register
+from graphprune.selection import Plan, _ensure_nonempty
+from graphprune.verify import random_inputs, session
+
+_PRODUCER_WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
+
+
+def _weight_axis(node, graph, role: str) -> int | None:
+    """Axis of the constant weight (input 1) that is the node's input or output channel."""
+    w = graph.constants.get(node.input(1))
+    if w is None:
+        return None
+    if node.op == "Conv":
+        return 1 if role == "in" and node.attr("group", 1) == 1 else (0 if role == "out" else None)
+    if node.op == "ConvTranspose":
+        return 0 if role == "in" and node.attr("group", 1) == 1 else (
+            1 if role == "out" and node.attr("group", 1) == 1 else None)
+    if node.op == "Gemm":
+        k_axis = 1 if node.attr("transB", 0) else 0
+        return k_axis if role == "in" else 1 - k_axis
+    if node.op == "MatMul" and w.ndim == 2:
+        return 0 if role == "in" else 1
+    return None
+
+
+def _zero_slices(analysis, group, tensor: str, axis: int) -> np.ndarray:
+    """Per channel of ``group``: is the slice of constant ``tensor`` along ``axis`` all zero?"""
+    did = analysis.table.ids[(tensor, axis)]
+    w = analysis.graph.constants[tensor]
+    nonzero = np.count_nonzero(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1), axis=1)
+    per_channel = np.bincount(group.channels[did], weights=nonzero, minlength=group.size)
+    return per_channel == 0
+
+
+def _foldable(node, graph) -> bool:
+    """Can a constant input channel's contribution move into this node's bias exactly?"""
+    if node.op == "Conv":
+        return (node.attr("group", 1) == 1 and not any(node.attr("pads", []))
+                and node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+    if node.op == "Gemm":
+        bias = graph.constants.get(node.input(2)) if node.input(2) else None
+        n_out = graph.constants[node.input(1)].shape[0 if node.attr("transB", 0) else 1]
+        return not node.input(2) or (bias is not None and bias.size in (1, n_out)
+                                     and (bias.ndim < 2 or bias.shape[0] == 1))
+    return False
+
+
+@register
+@dataclass
+class DeadChannels(Pass):
+    name = "dead-channels"
+    summary = "remove channels that contribute exactly nothing (zero weights, foldable constants)"
+
+    def apply(self, graph) -> dict:
+        analysis = analyse(graph)
+        plan = Plan(analysis)
+        nodes = {n.name: n for n in graph.nodes}
+        folds, constant_candidates = [], {}
+        for group in analysis.prunable_groups():
+            if group.approximate:
+                continue
+            consumers = [(c, nodes[c.node]) for c in analysis.table.contractions
+                         if analysis.group_of[c.dim] == group.id]
+            in_axes = [_weight_axis(n, graph, "in") if c.input_index == 0 else None for c, n in consumers]
+            dead = np.zeros(group.size, dtype=bool)
+            if consumers and all(a is not None for a in in_axes):
+                dead = np.logical_and.reduce([_zero_slices(analysis, group, n.input(1), a)
+                                              for (c, n), a in zip(consumers, in_axes)])
+            free = self._input_free(analysis, group, graph) & ~dead
+            if free.any() and consumers:
+                constant_candidates[group.id] = (free, consumers, dead)
+            else:
+                plan.removed[group.id] = dead
+        if constant_candidates:
+            values = self._values(graph, {c.tensor for _, cons, _ in constant_candidates.values()
+                                          for c, _ in cons})
+            for gid, (free, consumers, dead) in constant_candidates.items():
+                group = analysis.groups[gid]
+                removable, group_folds = self._settle(analysis, group, free, consumers, values)
+                plan.removed[gid] = dead | removable
+                folds.extend(group_folds)
+        for gid, mask in plan.removed.items():
+            _ensure_nonempty(analysis.groups[gid], mask, np.zeros(len(mask)))
+        applied = self._fold_biases(graph, plan, folds)
+        if not plan.channels_removed:
+            return {"changed": 0}
+        apply_plan(graph, plan)
+        graph.remove_unused()
+        return {"changed": plan.channels_removed, "biases_updated": applied,
+                "groups": {int(g): int(m.sum()) for g, m in plan.removed.items() if m.any()}}
+
+    @staticmethod
+    def _input_free(analysis, group, graph) -> np.ndarray:
+        """Channels whose every producer has an all-zero weight slice.
+
+        Every contraction node with an output axis in this group must be a
+        recognised producer (constant weight, output-channel axis); any other
+        (a batch or row axis, a dynamic weight) makes no channel input-free.
+        """
+        none = np.zeros(group.size, dtype=bool)
+        masks = []
+        for n in graph.nodes:
+            if n.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+                continue
+            out = n.outputs[0]
+            rank = len(graph.shape(out) or ())
+            in_group = [a for a in range(rank) if analysis.table.ids.get((out, a)) in group.channels]
+            if not in_group:
+                continue
+            channel_axis = 1 if n.op.startswith("Conv") else rank - 1
+            w_axis = _weight_axis(n, graph, "out")
+            if in_group != [channel_axis] or w_axis is None or n.input(0) in graph.constants:
+                return none
+            masks.append(_zero_slices(analysis, group, n.input(1), w_axis))
+        return np.logical_and.reduce(masks) if masks else none
+
+    @staticmethod
+    def _values(graph, tensors: set[str]) -> dict[str, np.ndarray]:
+        """Run the graph once and read the given intermediate tensors."""
+        model = to_onnx(graph)
+        names = sorted(tensors)
+        model.graph.output.extend(onnx.ValueInfoProto(name=t) for t in names
+                                  if t not in {o.name for o in model.graph.output})
+        sess = session(model)
+        outs = sess.run(names, random_inputs(sess, seed=1))
+        return dict(zip(names, outs))
+
+    @staticmethod
+    def _settle(analysis, group, free, consumers, values):
+        """Of input-free channels, those that are 0, or constant with foldable consumers."""
+        constant, zero = free.copy(), free.copy()
+        per_consumer = []
+        for c, _ in consumers:
+            x = np.moveaxis(values[c.tensor], c.axis, 0).reshape(analysis.table.sizes[c.dim], -1)
+            channels = group.channels[c.dim]
+            varies = x.max(axis=1) != x.min(axis=1)
+            constant &= np.bincount(channels, weights=varies, minlength=group.size) == 0
+            zero &= np.bincount(channels, weights=np.any(x != 0, axis=1), minlength=group.size) == 0
+            value = np.zeros(group.size)
+            value[channels] = x[:, 0]
+            per_consumer.append(value)
+        foldable = all(_foldable(n, analysis.graph) for _, n in consumers)
+        removable = zero | (constant & foldable)
+        if not foldable or not (removable & ~zero).any():
+            return removable, []
+        return removable, [((c, n, v), group.id) for (c, n), v in zip(consumers, per_consumer)]
+
+    @staticmethod
+    def _fold_biases(graph, plan, folds) -> int:
+        """bias[o] += Σ_c W[o, c, …] · v[c] over removed constant channels c."""
+        applied = 0
+        for (c, node, value), gid in folds:
+            group = plan.analysis.groups[gid]
+            removed = plan.removed[gid]
+            axis = _weight_axis(node, graph, "in")
+            did = plan.analysis.table.ids[(node.input(1), axis)]
+            v = np.where(removed, value, 0.0)[group.channels[did]]
+            w = graph.constants[node.input(1)]
+            if node.op == "Conv":
+                contribution = np.einsum("oc...,c->o", w, v.astype(w.dtype))
+            else:  # Gemm: Y = A·B (+C); B is [K, N] or [N, K] with transB
+                contribution = (w.T if node.attr("transB", 0) else w).T @ v.astype(w.dtype)
+                contribution = contribution * node.attr("alpha", 1.0)
+            if not np.any(contribution):
+                continue
+            bias_index = 2
+            if node.input(bias_index):
+                bias = graph.constants[node.input(bias_index)]
+                scale = node.attr("beta", 1.0) if node.op == "Gemm" else 1.0
+                flat = np.broadcast_to(bias.reshape(-1), contribution.shape)
+                new_bias = (flat * scale + contribution).astype(bias.dtype).reshape(
+                    contribution.shape if bias.size == 1 else bias.shape)
+                if node.op == "Gemm":
+                    node.set_attr("beta", 1.0)
+                node.inputs[bias_index] = graph.add_constant(f"{node.input(bias_index)}_folded", new_bias)
+            else:
+                while len(node.inputs) <= bias_index:
+                    node.inputs.append("")
+                node.inputs[bias_index] = graph.add_constant(f"{node.name}_bias", contribution.astype(w.dtype))
+            applied += 1
+        return applied
