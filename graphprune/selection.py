@@ -1,7 +1,10 @@
 """Which channels to remove: the pruning policy over importance scores.
 
-* Local (default): each prunable group loses ``floor(ratio · size)`` of its
-  least important channels.
+* Local (default): each prunable group loses ``floor(ratio · n)`` of the
+  least important channels of each of its *segments*: channels owned by the
+  same set of parameters. A plain group is one segment; a concat of two convs
+  has one segment per conv, so each branch loses the same fraction and keeps
+  a regular width (uneven branches cost runtime speed for no MAC gain).
 * Global: scores are normalised by their group's mean and ranked across all
   groups; the lowest ``ratio`` of all channels go, but no group loses more
   than ``max_group_ratio`` of its channels.
@@ -83,18 +86,31 @@ def select(analysis: ChannelAnalysis, scores: dict[int, np.ndarray], ratio: floa
     groups = [g for g in analysis.prunable_groups() if g.id in scores]
     if not groups or ratio == 0:
         return plan
-    if global_ranking:
-        keep_counts = _global_keep_counts(groups, scores, ratio, round_to, max_group_ratio)
-    else:
-        keep_counts = {g.id: _keep_count(g.size, ratio, round_to) for g in groups}
+    keep_counts = (_global_keep_counts(groups, scores, ratio, round_to, max_group_ratio)
+                   if global_ranking else {})
     for g in groups:
         score = scores[g.id]
-        order = np.argsort(score, kind="stable")
         removed = np.zeros(g.size, dtype=bool)
-        removed[order[:g.size - keep_counts[g.id]]] = True
+        if global_ranking:
+            removed[np.argsort(score, kind="stable")[:g.size - keep_counts[g.id]]] = True
+        else:
+            for members in segments(analysis, g):
+                order = members[np.argsort(score[members], kind="stable")]
+                removed[order[:len(members) - _keep_count(len(members), ratio, round_to)]] = True
         _ensure_nonempty(g, removed, score)
         plan.removed[g.id] = removed
     return plan
+
+
+def segments(analysis: ChannelAnalysis, group: ChannelGroup) -> list[np.ndarray]:
+    """Channels of ``group`` split by which parameter dims contain them (vectorised)."""
+    owners = np.zeros((len(analysis.constant_dims(group)), group.size), dtype=bool)
+    for row, d in enumerate(analysis.constant_dims(group)):
+        owners[row, group.channels[d]] = True
+    _, segment = np.unique(np.packbits(owners, axis=0).T, axis=0, return_inverse=True)
+    segment = segment.reshape(-1)
+    order = np.argsort(segment, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(segment[order])) + 1)
 
 
 def _global_keep_counts(groups, scores, ratio, round_to, max_group_ratio) -> dict[int, int]:
