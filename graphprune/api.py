@@ -15,7 +15,8 @@ from .ir import Graph
 from .metrics import layer_table, total_macs
 from .report import build_report, group_summary, pinned_parameter_groups
 from .selection import Plan
-from .verify import Verification, verify_prune
+from .pipeline import Pass, build_pipeline
+from .verify import Verification, compare, verify_prune
 from .passes.prune_channels import PruneChannels
 
 ModelLike = "str | os.PathLike | onnx.ModelProto"
@@ -88,6 +89,36 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
     if not verification.ok:
         raise VerificationError(f"verification failed: {verification.message}", verification)
     return PruneResult(pruned, report, step.plan, verification)
+
+
+def run_pipeline(model, pipeline, verify: bool = True):
+    """Run a pipeline (a Pipeline, a spec string or TOML path) on a model.
+
+    Returns ``(ModelProto, PassResult)``. With ``verify`` every modifying pass
+    is checked as it runs (lossless passes against their input, pruning
+    against its oracle), and a lossless pipeline is also checked end to end
+    against the input model.
+    """
+    if not isinstance(pipeline, Pass):
+        pipeline = build_pipeline(pipeline)
+    source = read_model(model)
+    graph = load_onnx(source)
+    result = pipeline(graph, verify=verify)
+    out = to_onnx(graph)
+    if verify and result.modified and pipeline.lossless:
+        end_to_end = compare(source, out)
+        if not end_to_end.ok:
+            raise VerificationError(f"pipeline: {end_to_end.message}", end_to_end)
+        result.verification = end_to_end
+    return out, result
+
+
+def fold(model, verify: bool = True):
+    """The default lossless pipeline (``graphprune fold``), to a fixed point."""
+    import graphprune.passes as builtin
+
+    names = [n for n in builtin.DEFAULT_FOLD if n in builtin.PASSES]
+    return run_pipeline(model, build_pipeline([(n, {}) for n in names], fixed_point=True), verify)
 
 
 def analyse_model(model) -> ChannelAnalysis:

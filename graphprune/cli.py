@@ -112,6 +112,60 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def print_pass_table(result) -> None:
+    rows = [("pass", "changed", "nodes", "params", "MACs", "time", "check")]
+    for r in result.flat():
+        check = r.verification.status if r.verification else ("-" if not r.modified else "skipped")
+        rows.append((r.name, r.details.get("changed", 0), f"{r.nodes[0]}→{r.nodes[1]}",
+                     f"{_fmt(r.params[0])}→{_fmt(r.params[1])}", f"{_fmt(r.macs[0])}→{_fmt(r.macs[1])}",
+                     f"{r.seconds:.3f}s", check))
+    print_table(rows)
+    total = result.verification.status if result.verification else None
+    print(f"total: nodes {result.nodes[0]}→{result.nodes[1]}, params {_fmt(result.params[0])}→"
+          f"{_fmt(result.params[1])}, MACs {_fmt(result.macs[0])}→{_fmt(result.macs[1])} in "
+          f"{result.seconds:.2f}s" + (f"; end-to-end check: {total}" if total else ""))
+
+
+def _run_and_write(args, runner) -> int:
+    src, dst = Path(args.input), Path(args.output)
+    if src.exists() and _same_file(src, dst) and not args.overwrite_input:
+        raise InputError(f"{dst}: refusing to overwrite the input model (pass --overwrite-input to allow it)")
+    try:
+        model, result = runner()
+    except VerificationError as exc:
+        print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
+        return EXIT_VERIFY
+    api.save(model, dst)
+    if args.report:
+        _write_json(Path(args.report), result.to_dict())
+    print_pass_table(result)
+    print(f"wrote {dst}")
+    return EXIT_OK
+
+
+def cmd_fold(args) -> int:
+    return _run_and_write(args, lambda: api.fold(Path(args.input), verify=not args.no_verify))
+
+
+def cmd_run(args) -> int:
+    return _run_and_write(args, lambda: api.run_pipeline(Path(args.input), args.pipeline,
+                                                         verify=not args.no_verify))
+
+
+def cmd_passes(args) -> int:
+    from .passes import DEFAULT_FOLD, PASSES
+    from .pipeline import pass_options
+
+    rows = [("pass", "kind", "options", "what it does")]
+    for name in sorted(PASSES):
+        cls = PASSES[name]
+        rows.append((name, "lossless" if cls.lossless else "lossy",
+                     " ".join(pass_options(cls)) or "-", cls.summary))
+    print_table(rows)
+    print(f"\n`graphprune fold` runs: {','.join(n for n in DEFAULT_FOLD if n in PASSES)} (to a fixed point)")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     try:
         from . import models
@@ -166,6 +220,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="input .onnx model")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)
+
+    for name, helptext, func in (
+            ("fold", "run the default lossless pipeline (folding, cleanup, dead channels)", cmd_fold),
+            ("run", "run a pipeline of passes given as a spec or TOML file", cmd_run)):
+        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] +
+                           "; every pass that changes the model is verified in onnxruntime.")
+        p.add_argument("input", help="input .onnx model")
+        p.add_argument("-o", "--output", required=True, help="output .onnx path (written atomically)")
+        if name == "run":
+            p.add_argument("--pipeline", required=True, metavar="SPEC",
+                           help="comma list of passes with options, e.g. "
+                                "'fold-constants,fold-batchnorm,prune-channels:ratio=0.5,dce', "
+                                "or a .toml file ([[pass]] tables with name and options); "
+                                "see `graphprune passes`")
+        p.add_argument("--report", metavar="FILE.json", help="write the per-pass results as JSON")
+        p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime checks")
+        p.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the input file")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("passes", help="list the available passes and their options",
+                       description="List every registered pass with its options and one-line help.")
+    p.set_defaults(func=cmd_passes)
 
     p = sub.add_parser("demo", help="export a torchvision model and prune it (needs graphprune[torch])",
                        description="Export a torchvision model with random weights to ONNX, prune it "

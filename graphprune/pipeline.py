@@ -99,7 +99,7 @@ class Pass:
 
     @classmethod
     def from_options(cls, options: dict) -> "Pass":
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in fields(cls) if f.init}
         kwargs = {}
         for key, value in options.items():
             key = key.replace("-", "_")
@@ -168,3 +168,66 @@ def register(cls: type[Pass]) -> type[Pass]:
     """Make a pass available by name to ``build_pipeline`` and the CLI."""
     PASSES[cls.name] = cls
     return cls
+
+
+def parse_spec(spec: str) -> tuple[list[tuple[str, dict]], bool]:
+    """Read a pipeline spec: ``name[:key=value[:key=value]],...`` or a TOML file.
+
+    TOML form::
+
+        fixed_point = true
+        [[pass]]
+        name = "prune-channels"
+        ratio = 0.5
+
+    Returns the (name, options) list and the fixed-point flag.
+    """
+    if spec.endswith(".toml"):
+        import tomllib
+        from pathlib import Path
+
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError(f"{spec}: no such pipeline file")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{spec}: invalid TOML ({exc})") from exc
+        steps = []
+        for i, entry in enumerate(data.get("pass", [])):
+            entry = dict(entry)
+            if "name" not in entry:
+                raise InputError(f"{spec}: [[pass]] number {i + 1} has no name")
+            steps.append((entry.pop("name"), entry))
+        return steps, bool(data.get("fixed_point", False))
+    steps = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, *opts = item.split(":")
+        options = {}
+        for opt in opts:
+            key, sep, value = opt.partition("=")
+            if not sep:
+                raise InputError(f"pipeline spec '{item}': option '{opt}' is not key=value")
+            options[key.strip()] = value.strip()
+        steps.append((name.strip(), options))
+    return steps, False
+
+
+def build_pipeline(spec, fixed_point: bool | None = None) -> Pipeline:
+    """A Pipeline from a spec string, TOML path, or list of (name, options)."""
+    import graphprune.passes  # noqa: F401  registers the built-in passes
+
+    steps, spec_fixed = parse_spec(spec) if isinstance(spec, str) else (list(spec), False)
+    if not steps:
+        raise InputError("empty pipeline: name at least one pass (see `graphprune passes`)")
+    passes = []
+    for name, options in steps:
+        if name not in PASSES:
+            raise InputError(f"unknown pass '{name}' (known: {', '.join(sorted(PASSES))})")
+        passes.append(PASSES[name].from_options(options))
+    return Pipeline(passes, fixed_point=spec_fixed if fixed_point is None else fixed_point)
+
+
+def pass_options(cls: type[Pass]) -> list[str]:
+    """``name=default`` of every option of a pass (for help output)."""
+    return [f"{f.name.replace('_', '-')}={f.default}" for f in fields(cls) if f.init]

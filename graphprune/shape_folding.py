@@ -10,9 +10,18 @@ Folded values that came from the *size* of a tensor are remembered in
 pruning that tensor changes the value: the channel analysis only allows such a
 constant where the emitter rewrites it (a ``Reshape`` target) and pins the
 source otherwise.
+
+The front end runs :func:`fold_static_shapes` at load; the ``fold-constants``
+pass runs :func:`fold_constants` with its own options and reports each fold.
+A fold must never blow up the file: an output over ``max_elements`` folds only
+when it takes no more bytes than the node's constant inputs (a weight
+``Transpose``/``Reshape`` does; ``Tile``/``Expand``/``ConstantOfShape`` into a
+big tensor, or a ``Cast`` from float16 to float32, do not).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -21,9 +30,12 @@ from onnx.reference import ReferenceEvaluator
 
 from .ir import Graph, Node
 
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                     "Multinomial", "Bernoulli"}
-_MIN_FOLD_CAP = 1 << 16  # elements; larger outputs fold only if no bigger than their inputs
+# Folding these would freeze one random draw (Dropout: in training mode) into the model.
+NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                              "Multinomial", "Bernoulli", "Dropout"})
+DEFAULT_MAX_ELEMENTS = 1 << 16  # elements; larger outputs fold only if no bigger than their inputs
+_MIN_FOLD_CAP = DEFAULT_MAX_ELEMENTS  # backward-compatible alias
+_STANDARD = ("", "ai.onnx")
 
 
 def _static(shape) -> bool:
@@ -40,7 +52,11 @@ def _shape_value(node: Node, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def evaluate_node(node: Node, values: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
-    """Run one node on constant inputs with ONNX's reference implementation."""
+    """Run one node on constant inputs with ONNX's reference implementation.
+
+    Raises ``TypeError`` when an output is not a tensor (sequences, optionals):
+    the IR's constants are arrays only.
+    """
     names = [f"in{i}" if v is not None else "" for i, v in enumerate(values)]
     outs = [f"out{i}" for i in range(len(node.outputs))]
     proto = helper.make_node(node.op, names, outs, domain=node.domain or None)
@@ -50,43 +66,122 @@ def evaluate_node(node: Node, values: list[np.ndarray | None], opset: int) -> li
     graph = helper.make_graph([proto], "fold", [], [helper.make_tensor_value_info(o, 0, None) for o in outs],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    return [np.asarray(r) for r in ReferenceEvaluator(model).run(None, {})]
+    results = ReferenceEvaluator(model).run(None, {})
+    if not all(isinstance(r, (np.ndarray, np.generic)) for r in results):
+        raise TypeError(f"{node.op} returned a non-tensor value")
+    return [np.asarray(r) for r in results]
 
 
-def fold_static_shapes(graph: Graph) -> int:
-    """Fold ``Shape``/``Size`` of static tensors and all-constant nodes. Returns nodes folded."""
+def overridable_constants(graph: Graph) -> set[str]:
+    """Initializers that are also listed as graph inputs: a caller may feed another value.
+
+    (Models with IR version < 4 list every initializer this way.) Lossless
+    passes must not treat their values as fixed.
+    """
+    source = graph.source
+    if not isinstance(source, onnx.ModelProto):
+        return set()
+    return {i.name for i in source.graph.input} & set(graph.constants)
+
+
+@dataclass
+class FoldResult:
+    """What :func:`fold_constants` did: one record per folded node and per candidate left alone."""
+
+    folded: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
+def _nbytes(values) -> int:
+    return sum(v.nbytes for v in values if v is not None)
+
+
+def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
+                   keep_ops: frozenset[str] | set[str] = frozenset(),
+                   frozen: set[str] | None = None) -> FoldResult:
+    """Fold ``Shape``/``Size`` of static tensors and all-constant nodes, in one topological sweep.
+
+    Args:
+        max_elements: outputs up to this many elements always fold; larger
+            ones only when they take no more bytes than the node's inputs.
+        keep_ops: op types never folded (e.g. ``DequantizeLinear``, so a
+            quantized weight stays quantized).
+        frozen: constant names treated as run-time values (overridable
+            initializers).
+    """
+    frozen = frozen or set()
+    result = FoldResult()
     kept: list[Node] = []
-    folded = 0
+
+    def is_const(t: str) -> bool:
+        return t in graph.constants and t not in frozen
+
     for node in graph.nodes:
-        value = None
-        if node.domain in ("", "ai.onnx") and node.op in ("Shape", "Size"):
+        value, deps, reason = None, set(), None
+        standard = node.domain in _STANDARD
+        if standard and node.op in ("Shape", "Size") and node.inputs:
             shape = graph.shape(node.input(0))
-            if _static(shape):
+            if _static(shape) and not (node.input(0) in frozen):
                 value = [_shape_value(node, shape) if node.op == "Shape"
                          else np.array(int(np.prod(shape)), dtype=np.int64)]
                 deps = {node.input(0)}
-        elif (node.domain in ("", "ai.onnx") and node.op not in _NONDETERMINISTIC
-              and not node.implicit_inputs and not any(
-                  isinstance(v, onnx.GraphProto) for v in node.attrs.values())
-              and node.inputs and all(t == "" or t in graph.constants for t in node.inputs)):
-            ins = [graph.constants[t] if t else None for t in node.inputs]
-            try:
-                value = evaluate_node(node, ins, graph.opset)
-            except Exception:  # an op the reference cannot run stays in the graph
-                value = None
-            if value is not None:
-                in_size = sum(v.size for v in ins if v is not None)
-                if any(v.size > max(in_size, _MIN_FOLD_CAP) for v in value):
-                    value = None
-            deps = set().union(*(graph.folded.get(t, set()) for t in node.inputs if t))
+        elif node.inputs and all(t == "" or is_const(t) for t in node.inputs):
+            if not standard:
+                reason = f"op domain '{node.domain}' is not evaluated"
+            elif node.op in NONDETERMINISTIC:
+                reason = f"{node.op} is nondeterministic"
+            elif node.op in keep_ops:
+                reason = f"{node.op} is kept by option keep_ops"
+            elif node.implicit_inputs or any(isinstance(v, onnx.GraphProto) for v in node.attrs.values()):
+                reason = "it has subgraphs"
+            else:
+                ins = [graph.constants[t] if t else None for t in node.inputs]
+                try:
+                    value = evaluate_node(node, ins, graph.opset)
+                except Exception as exc:  # an op the reference cannot run stays in the graph
+                    reason = f"reference evaluation failed ({exc.__class__.__name__})"
+                if value is not None:
+                    reason = _size_problem(value, ins, max_elements) or _type_problem(graph, node, value)
+                    if reason:
+                        value = None
+                deps = set().union(*(graph.folded.get(t, set()) for t in node.inputs if t))
         if value is None:
             kept.append(node)
+            if reason:
+                result.skipped.append({"node": node.name, "op": node.op, "reason": reason})
             continue
         for name, v in zip(node.outputs, value):
             if name:
                 graph.constants[name] = v
                 if deps:
                     graph.folded[name] = deps
-        folded += 1
+        result.folded.append({"node": node.name, "op": node.op,
+                              "outputs": {n: list(v.shape) for n, v in zip(node.outputs, value) if n}})
     graph.nodes = kept
-    return folded
+    return result
+
+
+def _size_problem(value, ins, max_elements: int) -> str | None:
+    big = [v for v in value if v.size > max_elements]
+    if big and _nbytes(value) > _nbytes(ins):
+        return (f"output of {big[0].size} elements exceeds max_elements={max_elements} "
+                f"and its inputs' size ({_nbytes(value)} > {_nbytes(ins)} bytes)")
+    return None
+
+
+def _type_problem(graph: Graph, node: Node, value) -> str | None:
+    """Refuse a value whose dtype or shape disagrees with what shape inference says."""
+    for name, v in zip(node.outputs, value):
+        info = graph.tensors.get(name)
+        if not name or info is None:
+            continue
+        if info.dtype is not None and v.dtype != info.dtype:
+            return f"evaluated dtype {v.dtype} differs from the inferred {info.dtype}"
+        if _static(info.shape) and tuple(info.shape) != v.shape:
+            return f"evaluated shape {v.shape} differs from the inferred {tuple(info.shape)}"
+    return None
+
+
+def fold_static_shapes(graph: Graph) -> int:
+    """Fold ``Shape``/``Size`` of static tensors and all-constant nodes. Returns nodes folded."""
+    return len(fold_constants(graph).folded)

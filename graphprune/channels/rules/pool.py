@@ -11,11 +11,20 @@ from ..dims import Unsupported
 from . import emitter, rule
 
 
-@rule("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
-      "MaxRoiPool")
+@rule("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 def pool(ctx):
     x, y = ctx.node.input(0), ctx.node.outputs[0]
+    if ctx.node.op == "MaxPool" and len(ctx.node.outputs) > 1 and ctx.node.outputs[1]:
+        # Indices are flat offsets into the whole input (over C·H·W): their values change
+        # when channels are removed, and no rule can rewrite them.
+        raise Unsupported("its Indices output encodes channel positions")
     ctx.same_axes(x, y, (0, 1), (0, 1))
+
+
+@rule("MaxRoiPool")
+def roi_pool(ctx):
+    """``Y[num_rois, C, ph, pw]``: axis 0 is the RoI index, not the input's batch axis."""
+    ctx.same(ctx.dim(ctx.node.input(0), 1), ctx.dim(ctx.node.outputs[0], 1))
 
 
 REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
@@ -78,16 +87,49 @@ def _resize_inputs(ctx):
     return scales, sizes, ctx.attr("axes")
 
 
+def _text(ctx, name: str, default: str) -> str:
+    """A string attribute (ONNX stores them as bytes)."""
+    value = ctx.attr(name, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _crop_roi(ctx, rank: int, axes: list[int]):
+    """Per-axis (start, end) of a ``tf_crop_and_resize`` RoI, or None for other modes."""
+    if ctx.node.op != "Resize" or ctx.opset < 11 or \
+            _text(ctx, "coordinate_transformation_mode", "half_pixel") != "tf_crop_and_resize":
+        return None
+    name = ctx.node.input(1)
+    roi = ctx.const(name)
+    if roi is None:
+        raise Unsupported("tf_crop_and_resize RoI is absent or computed at run time")
+    roi = np.asarray(roi, dtype=np.float64).reshape(2, len(axes))
+    return dict(zip(axes, roi.T.tolist()))
+
+
 @rule("Resize", "Upsample")
 def resize(ctx):
+    """An axis maps 1:1 only if it is left alone: outside ``axes``, or resized by exactly 1.
+
+    Every coordinate mode maps output index *i* to input *i* when the scale is 1,
+    except ``tf_crop_and_resize`` with an RoI other than [0, 1] on that axis. With a
+    ``keep_aspect_ratio_policy`` other than ``stretch``, the ``sizes`` only set one
+    common scale, so the output size itself must show the axis is unchanged.
+    """
     x, y = ctx.node.input(0), ctx.node.outputs[0]
     rank = ctx.rank(x)
     scales, sizes, axes = _resize_inputs(ctx)
     axes = [a % rank for a in axes] if axes else list(range(rank))
-    in_shape = ctx.shape(x)
+    in_shape, out_shape = ctx.shape(x), ctx.graph.shape(y)
+    roi = _crop_roi(ctx, rank, axes)
+    common_scale = sizes is not None and _text(ctx, "keep_aspect_ratio_policy", "stretch") != "stretch"
     for i, a in enumerate(axes):
         unchanged = (scales is not None and i < len(scales) and scales[i] == 1.0) or (
             sizes is not None and i < len(sizes) and sizes[i] == in_shape[a])
+        if roi is not None and roi[a] != [0.0, 1.0]:
+            unchanged = False  # the axis is cropped and resampled
+        if common_scale and not (out_shape and len(out_shape) == rank
+                                 and isinstance(in_shape[a], int) and out_shape[a] == in_shape[a]):
+            unchanged = False
         if unchanged:
             ctx.same(ctx.dim(x, a), ctx.dim(y, a))
     for a in set(range(rank)) - set(axes):
