@@ -169,11 +169,18 @@ class DeadChannels(Pass):
             value = np.zeros(group.size)
             value[channels] = x[:, 0]
             per_consumer.append(value)
-        foldable = all(_foldable(n, analysis.graph) for _, n in consumers)
+        # a consumer that ignores the channel (zero columns) needs no folding
+        foldable = np.ones(group.size, dtype=bool)
+        for c, n in consumers:
+            if not _foldable(n, analysis.graph):
+                axis = _weight_axis(n, analysis.graph, "in") if c.input_index == 0 else None
+                foldable &= (_zero_slices(analysis, group, n.input(1), axis) if axis is not None
+                             else np.zeros(group.size, dtype=bool))
         removable = zero | (constant & foldable)
-        if not foldable or not (removable & ~zero).any():
+        if not (removable & ~zero).any():
             return removable, []
-        return removable, [((c, n, v), group.id) for (c, n), v in zip(consumers, per_consumer)]
+        return removable, [((c, n, v), group.id) for (c, n), v in zip(consumers, per_consumer)
+                           if _foldable(n, analysis.graph)]
 
     @staticmethod
     def _fold_biases(graph, plan, folds) -> int:
