@@ -1,6 +1,6 @@
 """graphprune vs Torch-Pruning (DepGraph), same models, ratio and criterion, one run.
 
-For each model: Torch-Pruning prunes the PyTorch module (MagnitudePruner,
+For each model (pass times: median of 3 runs each): Torch-Pruning prunes the PyTorch module (MagnitudePruner,
 GroupMagnitudeImportance p=2, generic configuration: only the final classifier
 listed in ``ignored_layers``, as its docs ask); graphprune prunes the ONNX
 export of the same module (L2 norm over the group, local ratio). Printed per
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import statistics
 import tempfile
@@ -54,19 +53,32 @@ def export_module(module, example, path: Path) -> Path:
     return path
 
 
-def run_torch_pruning(name: str, ratio: float, tmp: Path, runs: int) -> dict:
+REPEATS = 3  # pass times are the median of this many runs, for both tools
+
+
+def _tp_once(name: str, ratio: float):
     import torch_pruning as tp
 
     module = models.build(name)
     example = models.example_input(name)
     last_linear = [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1:]
     start = time.perf_counter()
+    pruner = tp.pruner.MagnitudePruner(
+        module, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=ratio, ignored_layers=last_linear)
+    pruner.step()
+    return module, example, time.perf_counter() - start
+
+
+def run_torch_pruning(name: str, ratio: float, tmp: Path, runs: int) -> dict:
+    import torch_pruning as tp
+
     try:
-        pruner = tp.pruner.MagnitudePruner(
-            module, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=ratio, ignored_layers=last_linear)
-        pruner.step()
-        seconds = time.perf_counter() - start
+        timings = []
+        for _ in range(REPEATS):
+            module, example, seconds = _tp_once(name, ratio)
+            timings.append(seconds)
+        seconds = statistics.median(timings)
         with torch.no_grad():
             module(example)
         macs, _ = tp.utils.count_ops_and_params(module, example)
@@ -80,9 +92,12 @@ def run_torch_pruning(name: str, ratio: float, tmp: Path, runs: int) -> dict:
 def run_graphprune(name: str, ratio: float, runs: int) -> dict:
     path = models.export_onnx(name, "legacy")
     example = models.example_input(name).numpy()
-    start = time.perf_counter()
-    result = graphprune.prune(path, ratio=ratio, importance="l2", verify=False)
-    seconds = time.perf_counter() - start
+    timings = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        result = graphprune.prune(path, ratio=ratio, importance="l2", verify=False)
+        timings.append(time.perf_counter() - start)
+    seconds = statistics.median(timings)
     start = time.perf_counter()
     verified = graphprune.prune(path, ratio=ratio, importance="l2")
     seconds_verified = time.perf_counter() - start
