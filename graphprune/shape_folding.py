@@ -155,7 +155,7 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
                 graph.constants[name] = v
                 if deps:
                     graph.folded[name] = deps
-        result.folded.append({"node": node.name, "op": node.op,
+        result.folded.append({"node": node.name, "op": node.op, "inputs": [t for t in node.inputs if t],
                               "outputs": {n: list(v.shape) for n, v in zip(node.outputs, value) if n}})
     graph.nodes = kept
     return result

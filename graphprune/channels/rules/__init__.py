@@ -4,7 +4,7 @@ A rule ``couple(ctx)`` states how a node's axes are tied (see
 :mod:`graphprune.channels.dims`); an optional ``emit(ctx)`` updates whatever
 the node carries that depends on sizes (conv ``group``, reshape targets, split
 sizes, slice bounds) once a plan is known. Adding an op = adding a rule here
-and a test in ``tests/channels/rules``.
+and a test in ``tests/channels``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ rewritten to the number of groups kept.
 ConvTranspose ``W[Cin, Cout/g, k...]`` is the mirror image.
 """
 
+from ..dims import Unsupported
 from . import emitter, rule
 
 
@@ -35,6 +36,8 @@ def conv(ctx):
         ctx.same(ctx.dim(x, 1), ctx.dim(w, 1))
     elif isinstance(cin, int) and isinstance(cout, int):
         _couple_groups(ctx, ctx.dim(x, 1), ctx.dim(y, 1), g, cin_g, cout // g)
+    else:  # rows alone would be pruned without keeping the groups whole
+        raise Unsupported(f"grouped conv input '{x}' has no static channel count")
 
 
 @rule("ConvTranspose")
@@ -50,8 +53,10 @@ def conv_transpose(ctx):
     ctx.contracts(0, 1)
     if g == 1:
         ctx.same(ctx.dim(w, 1), ctx.dim(y, 1))
-    elif isinstance(cin, int):
+    elif isinstance(cin, int) and isinstance(cout_g, int):
         _couple_groups(ctx, ctx.dim(x, 1), ctx.dim(y, 1), g, cin // g, cout_g)
+    else:
+        raise Unsupported(f"grouped conv weight '{w}' has no static shape")
 
 
 @emitter("Conv", "ConvTranspose")

@@ -27,6 +27,10 @@ def unary(ctx):
     for y in ctx.node.outputs:
         if y:  # Dropout's mask has the input's shape too
             ctx.broadcast(x, y)
+    if ctx.node.op == "CastLike":  # only the dtype of target_type is read: its axes are free
+        target = ctx.node.input(1)
+        for axis in range(ctx.rank(target)):
+            ctx.dim(target, axis)
 
 
 @rule(*BROADCAST)

@@ -29,7 +29,10 @@ def transpose(ctx):
 def concat(ctx):
     y = ctx.node.outputs[0]
     rank = ctx.rank(y)
-    axis = ctx.attr("axis") % rank
+    axis = ctx.attr("axis", 1 if ctx.opset < 4 else None)  # Concat-1 defaulted to 1
+    if axis is None:
+        raise Unsupported("Concat has no axis attribute")
+    axis %= rank
     start = 0
     for x in ctx.node.inputs:
         size = ctx.shape(x)[axis]
@@ -72,6 +75,8 @@ def split(ctx):
 @emitter("Split")
 def split_sizes(ctx):
     x = ctx.node.input(0)
+    if ctx.graph.shape(x) is None:
+        return  # the rule pinned this node
     axis = ctx.node.attr("axis", 0) % len(ctx.graph.shape(x))
     if not ctx.changed(x, axis):
         return
@@ -123,6 +128,9 @@ def slice_(ctx):
 def slice_bounds(ctx):
     x = ctx.node.input(0)
     shape = ctx.graph.shape(x)
+    bounds = [ctx.node.input(i) for i in (1, 2, 3) if ctx.graph.opset >= 10 and ctx.node.input(i)]
+    if shape is None or any(b not in ctx.graph.constants for b in bounds):
+        return  # the rule pinned this node
     rank = len(shape)
     if ctx.graph.opset < 10:
         starts, ends, axes = list(ctx.node.attr("starts")), list(ctx.node.attr("ends")), ctx.node.attr("axes")
@@ -145,8 +153,9 @@ def slice_bounds(ctx):
         ctx.node.set_attr("starts", starts)
         ctx.node.set_attr("ends", ends)
     else:
-        ctx.replace_constant_input(1, np.array(starts, dtype=np.int64))
-        ctx.replace_constant_input(2, np.array(ends, dtype=np.int64))
+        dtype = ctx.graph.constants[ctx.node.input(1)].dtype  # Tind: int32 or int64, shared
+        ctx.replace_constant_input(1, np.array(starts, dtype=dtype))
+        ctx.replace_constant_input(2, np.array(ends, dtype=dtype))
 
 
 def axis_groups(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]] | None:
@@ -220,6 +229,8 @@ def reshape_like(ctx):
 @emitter("Reshape")
 def reshape_target(ctx):
     y = ctx.node.outputs[0]
+    if ctx.node.input(1) not in ctx.graph.constants:
+        return  # a run-time target: the rule pinned this node
     target = ctx.graph.constants[ctx.node.input(1)].copy()
     changed = False
     for a in range(len(target)):

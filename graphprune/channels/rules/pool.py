@@ -93,7 +93,7 @@ def _text(ctx, name: str, default: str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _crop_roi(ctx, rank: int, axes: list[int]):
+def _crop_roi(ctx, axes: list[int]):
     """Per-axis (start, end) of a ``tf_crop_and_resize`` RoI, or None for other modes."""
     if ctx.node.op != "Resize" or ctx.opset < 11 or \
             _text(ctx, "coordinate_transformation_mode", "half_pixel") != "tf_crop_and_resize":
@@ -102,7 +102,10 @@ def _crop_roi(ctx, rank: int, axes: list[int]):
     roi = ctx.const(name)
     if roi is None:
         raise Unsupported("tf_crop_and_resize RoI is absent or computed at run time")
-    roi = np.asarray(roi, dtype=np.float64).reshape(2, len(axes))
+    roi = np.asarray(roi, dtype=np.float64).reshape(-1)
+    if roi.size != 2 * len(axes):
+        raise Unsupported(f"tf_crop_and_resize RoI has {roi.size} values for {len(axes)} axes")
+    roi = roi.reshape(2, len(axes))
     return dict(zip(axes, roi.T.tolist()))
 
 
@@ -120,7 +123,7 @@ def resize(ctx):
     scales, sizes, axes = _resize_inputs(ctx)
     axes = [a % rank for a in axes] if axes else list(range(rank))
     in_shape, out_shape = ctx.shape(x), ctx.graph.shape(y)
-    roi = _crop_roi(ctx, rank, axes)
+    roi = _crop_roi(ctx, axes)
     common_scale = sizes is not None and _text(ctx, "keep_aspect_ratio_policy", "stretch") != "stretch"
     for i, a in enumerate(axes):
         unchanged = (scales is not None and i < len(scales) and scales[i] == 1.0) or (
@@ -140,6 +143,8 @@ def resize(ctx):
 def resize_sizes(ctx):
     if ctx.node.op != "Resize" or ctx.graph.opset < 11 or not ctx.node.input(3):
         return
+    if ctx.node.input(3) not in ctx.graph.constants or ctx.graph.shape(ctx.node.input(0)) is None:
+        return  # run-time sizes or unknown rank: the rule pinned this node
     sizes = ctx.graph.constants[ctx.node.input(3)].copy()
     rank = len(ctx.graph.shape(ctx.node.input(0)))
     axes = [a % rank for a in ctx.node.attr("axes") or range(rank)]
@@ -147,7 +152,8 @@ def resize_sizes(ctx):
     for i, a in enumerate(axes):
         if ctx.changed(x, a):
             sizes[i] = ctx.new_size(x, a)
-    ctx.replace_constant_input(3, sizes)
+    if not np.array_equal(sizes, ctx.graph.constants[ctx.node.input(3)]):
+        ctx.replace_constant_input(3, sizes)
 
 
 @rule("Pad")
