@@ -164,8 +164,8 @@ class AffineFolder:
             return f"Gemm '{node.name}' bias broadcasts to rank {c2.ndim}" if c2.ndim > 2 else [(node, w2, c2)]
         # MatMul: scale the weight's columns; a shift needs a bias, which only Gemm (2-D) has
         if shift and (w.ndim != 2 or self.rank(node.input(0)) != 2):
-            return (f"MatMul '{node.name}' is not 2-D, so the shift would need a bias Add "
-                    "(no smaller than the op it replaces)")
+            return (f"MatMul '{node.name}' is not 2-D (not a Gemm), so the shift would need "
+                    "a bias Add: no smaller than the op it replaces")
         return [(node, w * sw, t if shift else None)]
 
     def plan_consumers(self, nodes: list[Node], s: np.ndarray, t: np.ndarray, label: str) -> list | str:

@@ -294,3 +294,22 @@ def test_emitters_skip_nodes_with_run_time_inputs():
     assert "computed at run time" in group_at(model, "consumer", 1).pinned
     result = prune_ok(model)
     assert kept(result, "producer_w", 0) == kept(result, "consumer_w", 1)
+
+
+@pytest.mark.parametrize("op", ["Split", "Slice"])
+def test_empty_part_holds_no_channel(op):
+    """A zero-size Split part / Slice carries no channel: it neither pins nor joins the group."""
+    b, h = _producer(13)
+    if op == "Split":
+        main, empty = b.op("Split", h, b.ints([8, 0]), outputs=2, axis=1, name="split")
+    else:
+        main, empty = h, b.op("Slice", h, b.ints([5]), b.ints([5]), b.ints([1]), name="slice")
+    c = b.conv(main, 8, 4, name="consumer")
+    z = b.op("MatMul", b.op("ReduceMean", empty, axes=[2, 3], keepdims=0), b.weight(0, 4))
+    z = b.op("Unsqueeze", z, b.ints([2, 3]))
+    result = prune_ok(b.build(b.op("Add", c, z)))
+    assert kept(result, "producer_w", 0) == kept(result, "consumer_w", 1)
+    if op == "Split":
+        assert input_value(result.model, "split", 1).tolist() == [4, 0]
+    else:
+        assert input_value(result.model, "slice", 1).tolist() == input_value(result.model, "slice", 2).tolist()

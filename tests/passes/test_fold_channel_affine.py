@@ -16,7 +16,7 @@ except ImportError:  # tests/passes is not a package: pytest puts it on sys.path
 C = 6
 
 
-def _values(shape, op="Mul"):
+def _values(shape):
     rng = np.random.default_rng(1)
     v = rng.uniform(0.5, 2.0, shape) * rng.choice([-1, 1], shape)
     return v.astype(np.float32)

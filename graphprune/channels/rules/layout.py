@@ -65,10 +65,12 @@ def split(ctx):
         raise Unsupported("split axis has no static size")
     start = 0
     others = [a for a in range(rank) if a != axis]
+    ctx.dim(x, axis)
     for y, part in zip(ctx.node.outputs, _split_sizes(ctx, size)):
         if y:
             ctx.same_axes(x, y, others, others)
-            ctx.offset(ctx.dim(y, axis), ctx.dim(x, axis), start)
+            if part:  # an empty part holds no channel (left pinned, like Concat's)
+                ctx.offset(ctx.dim(y, axis), ctx.dim(x, axis), start)
         start += part
 
 
@@ -121,6 +123,9 @@ def slice_(ctx):
         start, end, step = sliced[a]
         if step != 1 or not isinstance(shape[a], int):
             continue  # strided slices stay pinned
+        if ctx.rank(y) == len(shape) and ctx.shape(y)[a] == 0:
+            ctx.dim(x, a)  # an empty slice holds no channel; the input stays free
+            continue
         ctx.offset(ctx.dim(y, a), ctx.dim(x, a), _clamp(start, shape[a]))
 
 
