@@ -196,3 +196,16 @@ def test_real_export_with_duplicated_branch():
     graph, result = run(proto)
     assert result.details["nodes_merged"] == len(body)
     assert len(graph.nodes) == len(body) + 1
+
+
+def test_options_select_what_merges():
+    c = np.full(3, 0.5, np.float32)
+    proto = make([helper.make_node("Mul", ["x", "c1"], ["a"]), helper.make_node("Mul", ["x", "c2"], ["b"]),
+                  helper.make_node("Relu", ["x"], ["r1"]), helper.make_node("Relu", ["x"], ["r2"]),
+                  helper.make_node("Sum", ["a", "b", "r1", "r2"], ["y"])],
+                 [vi("x", [2, 3])], [vi("y", [2, 3])], [const("c1", c), const("c2", c)])
+    graph = load_onnx(proto)
+    details = Deduplicate.from_options({"constants": "false"}).apply(graph)
+    assert details["constants_merged"] == 0 and details["nodes_merged_by_op"] == {"Relu": 1}
+    details = Deduplicate(nodes=False).apply(graph)
+    assert details["constants_merged"] == 1 and details["nodes_merged"] == 0
