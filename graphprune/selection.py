@@ -64,7 +64,7 @@ def _keep_count(size: int, ratio: float, round_to: int) -> int:
 def _ensure_nonempty(group: ChannelGroup, removed: np.ndarray, score: np.ndarray) -> None:
     """Give back each dim's best channel where a dim would otherwise lose everything."""
     for channels in group.channels.values():
-        if removed[channels].all():
+        if len(channels) and removed[channels].all():
             best = channels[np.argmax(score[channels])]
             removed[best] = False
 

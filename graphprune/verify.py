@@ -3,7 +3,8 @@
 Oracle: take the *original* model and zero every removed channel where it is
 consumed — the contracted input of each Conv/Gemm/MatMul — with
 ``Where(mask, x, 0)`` (not ``x * mask``, so an inf or NaN in a removed channel
-cannot leak through ``0 · inf``). If only channel-wise ops lie between
+cannot leak through ``0 · inf``; models older than opset 9, which lack
+``Where``, get ``x * mask``). If only channel-wise ops lie between
 producers and contractions, the pruned model must reproduce this oracle on
 any input; we check random inputs to a relative error below ``tolerance``.
 
@@ -85,6 +86,7 @@ def oracle_model(original: onnx.ModelProto, plan) -> onnx.ModelProto:
             masks.setdefault(c.anchor, []).append((c, kept))
     model = onnx.ModelProto()
     model.CopyFrom(original)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     nodes = []
     for node in model.graph.node:
         for c, kept in masks.get(node.output[0] if node.output else "", []):
@@ -95,11 +97,16 @@ def oracle_model(original: onnx.ModelProto, plan) -> onnx.ModelProto:
             mask = np.zeros(shape[c.axis], dtype=bool)
             mask[kept] = True
             base = f"graphprune_oracle_{len(nodes)}_{c.input_index}"
-            model.graph.initializer.extend([
-                numpy_helper.from_array(mask.reshape(shape), base + "_mask"),
-                numpy_helper.from_array(np.zeros((), dtype=dtype), base + "_zero")])
-            nodes.append(helper.make_node("Where", [base + "_mask", c.tensor, base + "_zero"],
-                                          [base + "_out"], name=base))
+            if opset >= 9:  # Where: an inf or NaN in a removed channel cannot leak
+                model.graph.initializer.extend([
+                    numpy_helper.from_array(mask.reshape(shape), base + "_mask"),
+                    numpy_helper.from_array(np.zeros((), dtype=dtype), base + "_zero")])
+                nodes.append(helper.make_node("Where", [base + "_mask", c.tensor, base + "_zero"],
+                                              [base + "_out"], name=base))
+            else:  # Where does not exist before opset 9
+                model.graph.initializer.append(
+                    numpy_helper.from_array(mask.reshape(shape).astype(dtype), base + "_mask"))
+                nodes.append(helper.make_node("Mul", [c.tensor, base + "_mask"], [base + "_out"], name=base))
             node.input[c.input_index] = base + "_out"
         nodes.append(node)
     del model.graph.node[:]
