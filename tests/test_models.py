@@ -75,3 +75,31 @@ def test_residual_group_spans_downsample_and_classifier(export):
     names = {analysis.table.keys[d][0] for d in analysis.constant_dims(group)}
     assert {"layer4.0.downsample.0.weight", "layer4.1.conv2.weight", "fc.weight"} <= names
     assert analysis.group_of_dim("fc.weight", 0).pinned == "graph output 'output'"
+
+
+def _export_dynamic(name):
+    import contextlib
+    import io
+    import warnings
+
+    import torch
+
+    module, example = models.build(name), models.example_input(name)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["input"],
+                          output_names=["output"],
+                          dynamic_axes={"input": {0: "batch", 1: "tokens"}, "output": {0: "batch", 1: "tokens"}})
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def test_attention_with_dynamic_axes_prunes_heads():
+    """Run-time reshape targets (Shape→Gather→Concat) are rewritten, not pinned."""
+    model = _export_dynamic("mha_block")
+    assert any(n.op_type == "Shape" for n in model.graph.node)
+    result = graphprune.prune(model, ratio=0.5)
+    assert result.verification.status == "exact"
+    (group,) = result.report["groups"]
+    assert group["removed"] == group["channels"] // 2
+    onnx.checker.check_model(result.model, full_check=True)

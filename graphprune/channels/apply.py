@@ -18,11 +18,16 @@ from .rules import rule_for
 class EmitContext:
     """What a rule's ``emit`` hook sees: the node, old sizes and kept indices."""
 
-    def __init__(self, graph: Graph, node: Node, plan):
+    def __init__(self, graph: Graph, node: Node, plan, producers: dict[str, Node]):
         self.graph = graph
         self.node = node
         self.plan = plan
+        self.producers = producers
         self._ids = plan.analysis.table.ids
+
+    def for_node(self, node: Node) -> "EmitContext":
+        """The same context for another node (a hook that rewrites its inputs' producer)."""
+        return EmitContext(self.graph, node, self.plan, self.producers)
 
     def kept(self, tensor: str, axis: int) -> np.ndarray | None:
         did = self._ids.get((tensor, axis))
@@ -50,10 +55,11 @@ class EmitContext:
 
 def apply_plan(graph: Graph, plan) -> dict[str, dict[int, np.ndarray]]:
     """Shrink ``graph`` in place. Returns the kept indices of every sliced constant."""
+    producers = graph.producers()
     for node in graph.nodes:
         rule = rule_for(node.op, node.domain)
         if rule is not None and rule.emit is not None:
-            rule.emit(EmitContext(graph, node, plan))
+            rule.emit(EmitContext(graph, node, plan, producers))
     table = plan.analysis.table
     sliced: dict[str, dict[int, np.ndarray]] = {}
     for did in plan.changed_dims():

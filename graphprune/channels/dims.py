@@ -74,6 +74,8 @@ class DimTable:
         self.contractions: list[Contraction] = []
         self.stats: set[int] = set()  # statistics (BN mean/var): not importance evidence
         self.touched_by: dict[int, set[str]] = defaultdict(set)
+        self.producers = graph.producers()  # the graph does not change during analysis
+        self.consumers = graph.consumers()
 
     def dim(self, tensor: str, axis: int) -> int:
         key = (tensor, axis)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dims import Unsupported
+from ..shape_sources import resolve_target
 from . import emitter, rule
 
 
@@ -222,7 +223,18 @@ def couple_reshape(ctx, x: str, y: str) -> None:
 
 @rule("Reshape")
 def reshape(ctx):
-    ctx.const_ints(1, "Reshape target")  # a run-time target cannot be rewritten
+    target = ctx.node.input(1)
+    if ctx.const(target) is None:
+        # a run-time target is rewritable when its entries are constants or sizes of other axes
+        resolved = resolve_target(ctx.graph, ctx.table.producers, target)
+        if resolved is None:
+            raise Unsupported(f"Reshape target ('{target}') is computed at run time")
+        if len(ctx.table.consumers.get(target, [])) != 1 or target in ctx.graph.outputs:
+            raise Unsupported(f"run-time Reshape target ('{target}') is shared with other nodes")
+        for entry in resolved[1]:
+            if entry.size_of is not None:
+                ctx.pin(ctx.table.dim(*entry.size_of),
+                        f"its size is read at run time by Reshape node '{ctx.node.name}'")
     couple_reshape(ctx, ctx.node.input(0), ctx.node.outputs[0])
 
 
@@ -235,7 +247,8 @@ def reshape_like(ctx):
 def reshape_target(ctx):
     y = ctx.node.outputs[0]
     if ctx.node.input(1) not in ctx.graph.constants:
-        return  # a run-time target: the rule pinned this node
+        _rewrite_runtime_target(ctx, y)
+        return
     target = ctx.graph.constants[ctx.node.input(1)].copy()
     changed = False
     for a in range(len(target)):
@@ -244,3 +257,20 @@ def reshape_target(ctx):
             changed = True
     if changed:
         ctx.replace_constant_input(1, target)
+
+
+def _rewrite_runtime_target(ctx, y: str) -> None:
+    """Update the constant pieces of a run-time target's Concat for pruned output axes."""
+    resolved = resolve_target(ctx.graph, ctx.producers, ctx.node.input(1))
+    if resolved is None:
+        return  # unresolvable: the rule pinned this node
+    concat, entries = resolved
+    pieces: dict[int, np.ndarray] = {}
+    for axis, entry in enumerate(entries):
+        if entry.piece is not None and entry.value > 0 and ctx.changed(y, axis):
+            index, offset = entry.piece
+            if index not in pieces:
+                pieces[index] = ctx.graph.constants[concat.inputs[index]].copy()
+            pieces[index].reshape(-1)[offset] = ctx.new_size(y, axis)
+    for index, value in pieces.items():
+        ctx.for_node(concat).replace_constant_input(index, value)
