@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import api
 from .errors import GraphpruneError, InputError, VerificationError
+from .frontends.onnx import uses_external_data
 from .importance import CRITERIA
 
 EXIT_OK, EXIT_VERIFY, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -58,6 +59,11 @@ def print_prune_summary(report: dict, seconds: float) -> None:
           f"verification: {v['status']}{detail}; {seconds:.2f}s")
 
 
+def _save_like_input(model, src: Path, dst: Path) -> None:
+    """External data in, external data out (and always for models over 2 GB)."""
+    api.save(model, dst, external_data=True if uses_external_data(src) else None)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     return b.exists() and os.path.samefile(a, b)
 
@@ -75,7 +81,7 @@ def cmd_prune(args) -> int:
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
-    api.save(result.model, dst)
+    _save_like_input(result.model, src, dst)
     if args.report:
         _write_json(Path(args.report), result.report)
     print_prune_summary(result.report, time.perf_counter() - start)
@@ -135,7 +141,7 @@ def _run_and_write(args, runner) -> int:
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
-    api.save(model, dst)
+    _save_like_input(model, src, dst)
     if args.report:
         _write_json(Path(args.report), result.to_dict())
     print_pass_table(result)

@@ -118,9 +118,12 @@ class Graph:
         Readers of the output read the input instead. When the output is a
         graph output, the input's producer is renamed to keep the model's
         interface; if that is impossible (the input is a graph input, a
-        constant, or itself a graph output) the node stays and False is returned.
+        constant, or itself a graph output, or a subgraph reads either name)
+        the node stays and False is returned.
         """
         out, src = node.outputs[0], node.inputs[input_index]
+        if any(out in n.implicit_inputs or src in n.implicit_inputs for n in self.nodes):
+            return False  # subgraph bodies refer to these names; renaming would break them
         if out in self.outputs:
             producer = self.producers().get(src)
             if producer is None or src in self.outputs:

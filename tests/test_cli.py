@@ -75,3 +75,14 @@ def test_inspect_human_and_json(model):
 def test_help_lists_commands():
     code, stdout, _ = run("--help")
     assert code == 0 and all(c in stdout for c in ("prune", "inspect", "demo", "exit codes"))
+
+
+def test_external_data_in_external_data_out(model, tmp_path):
+    src = tmp_path / "ext.onnx"
+    onnx.save(onnx.load(str(model)), str(src), save_as_external_data=True, location="ext.onnx.data",
+              size_threshold=0)
+    out = tmp_path / "out.onnx"
+    code, _, stderr = run("prune", src, "-o", out, "--ratio", "0.5")
+    assert code == 0, stderr
+    assert (tmp_path / "out.onnx.data").exists()
+    onnx.checker.check_model(str(out), full_check=True)

@@ -58,6 +58,15 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return skeleton
 
 
+def uses_external_data(path: str | os.PathLike) -> bool:
+    """Does the model file keep its weights in external data files? (weights are not read)"""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.GraphProto:
     """Shape inference with data propagation on the weightless skeleton; returns its graph."""
     try:
