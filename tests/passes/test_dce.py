@@ -1,9 +1,8 @@
 """dce: dead chains and unused constants go; used outputs, interface and subgraph reads stay."""
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import graphprune
 from graphprune import models
@@ -11,34 +10,10 @@ from graphprune.emit.onnx import to_onnx
 from graphprune.frontends.onnx import load_onnx
 from graphprune.passes import PASSES
 from graphprune.passes.dce import DeadCodeElimination
-from graphprune.verify import compare
-
-F = TensorProto.FLOAT
-
-
-def vi(name, shape, elem=F):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def const(name, value):
-    return numpy_helper.from_array(np.asarray(value), name)
-
-
-def make(nodes, inputs, outputs, inits=(), opset=17):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
-
+from lossless import F, const, make, run_lossless, vi  # noqa: F401  (shared builders)
 
 def run(proto):
-    graph = load_onnx(proto, fold_shapes=False)
-    before = to_onnx(graph)
-    result = DeadCodeElimination()(graph, verify=True)
-    after = to_onnx(graph)
-    onnx.checker.check_model(after, full_check=True)
-    assert compare(before, after).status == "exact"
-    assert [i.name for i in after.graph.input] == [i.name for i in before.graph.input]
-    assert not DeadCodeElimination()(graph, verify=True).modified
-    return graph, result
+    return run_lossless(DeadCodeElimination, proto)
 
 
 def test_dead_chain_and_unused_constants_removed():

@@ -1,6 +1,5 @@
 """dead-channels: exactly-zero and input-free channels go, everything else stays."""
 
-import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import graphprune
 from graphprune import models
@@ -13,34 +13,11 @@ from graphprune.emit.onnx import to_onnx
 from graphprune.frontends.onnx import load_onnx
 from graphprune.passes import PASSES
 from graphprune.passes.dedup import Deduplicate
+from lossless import F, const, make, run_lossless, vi  # noqa: F401  (shared builders)
 from graphprune.verify import compare
 
-F = TensorProto.FLOAT
-
-
-def vi(name, shape, elem=F):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def const(name, value):
-    return numpy_helper.from_array(np.asarray(value), name)
-
-
-def make(nodes, inputs, outputs, inits=(), opset=17):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
-
-
 def run(proto):
-    graph = load_onnx(proto, fold_shapes=False)
-    before = to_onnx(graph)
-    result = Deduplicate()(graph, verify=True)
-    after = to_onnx(graph)
-    onnx.checker.check_model(after, full_check=True)
-    assert compare(before, after).status == "exact"
-    assert [o.name for o in after.graph.output] == [o.name for o in proto.graph.output]
-    assert not Deduplicate()(graph, verify=True).modified
-    return graph, result
+    return run_lossless(Deduplicate, proto)
 
 
 def test_identical_constants_merge_keeping_the_first_name():

@@ -6,41 +6,16 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from graphprune import models
-from graphprune.emit.onnx import to_onnx
 from graphprune.frontends.onnx import load_onnx
 from graphprune.passes import PASSES, Pipeline
 from graphprune.passes.fold_constants import FoldConstants
-from graphprune.verify import compare
-
-F = TensorProto.FLOAT
-
-
-def vi(name, shape, elem=F):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def const(name, value):
-    return numpy_helper.from_array(np.asarray(value), name)
-
-
-def make(nodes, inputs, outputs, inits=(), opset=17):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
-
+from lossless import F, const, make, run_lossless, vi  # noqa: F401  (shared builders)
 
 def run(proto, **options):
-    """Fold an unfolded load with verification; check validity and idempotence."""
-    graph = load_onnx(proto, fold_shapes=False)
-    before = to_onnx(graph)
-    result = FoldConstants(**options)(graph, verify=True)
-    after = to_onnx(graph)
-    onnx.checker.check_model(after, full_check=True)
-    assert compare(before, after).status == "exact"
-    assert not FoldConstants(**options)(graph, verify=True).modified
-    return graph, result
+    return run_lossless(FoldConstants, proto, **options)
 
 
 def ops(graph):
