@@ -23,11 +23,17 @@ CRITERIA = ("l1", "l2")
 
 
 def _per_slice(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
-    """Σ|w| or Σw² over every axis but ``axis``, without a float64 copy of ``w``."""
+    """Σ|w| or Σw² over every axis but ``axis``, in the weight's own precision.
+
+    One fused einsum, no squared copy of ``w``; float32 sums are ample for
+    ranking and several times faster than float64 accumulation.
+    """
     letters = "abcdefghijklmnopqrstuvwxyz"[:w.ndim]
     if criterion == "l2":
-        return np.einsum(f"{letters},{letters}->{letters[axis]}", w, w, dtype=np.float64)
-    return np.einsum(f"{letters}->{letters[axis]}", np.abs(w), dtype=np.float64)
+        out = np.einsum(f"{letters},{letters}->{letters[axis]}", w, w)
+    else:
+        out = np.einsum(f"{letters}->{letters[axis]}", np.abs(w))
+    return out.astype(np.float64)
 
 
 def group_importance(analysis: ChannelAnalysis, group: ChannelGroup, criterion: str) -> np.ndarray:

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import GraphpruneError, InputError
-from ..frontends.onnx import infer_shapes
+from ..frontends.onnx import SKELETON_MAX_ELEMENTS, infer_shapes
 from ..ir import Graph
 
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave protobuf headroom under its 2 GB cap
@@ -46,8 +46,16 @@ def _initializer(graph: Graph, name: str) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(value), name)
 
 
-def to_onnx(graph: Graph, infer: bool = True) -> onnx.ModelProto:
-    """Build a ModelProto from ``graph``, keeping the source model's metadata."""
+def to_onnx(graph: Graph, infer: bool = True, weights: bool = True) -> onnx.ModelProto:
+    """Build a ModelProto from ``graph``, keeping the source model's metadata.
+
+    Args:
+        infer: fill ``value_info`` (from the graph's shapes when they are all
+            known, else by ONNX shape inference).
+        weights: with False, constants over ``SKELETON_MAX_ELEMENTS`` become
+            typed graph inputs instead of initializers: a cheap skeleton for
+            shape inference.
+    """
     source: onnx.ModelProto = graph.source
     used = set(graph.outputs)
     for n in graph.nodes:
@@ -55,8 +63,16 @@ def to_onnx(graph: Graph, infer: bool = True) -> onnx.ModelProto:
     source_inits = [i.name for i in source.graph.initializer] if source is not None else []
     order = [n for n in source_inits if n in graph.constants] + sorted(
         set(graph.constants) - set(source_inits))
-    initializers = [_initializer(graph, n) for n in order if n in used]
     inputs = [vi for vi in source.graph.input if vi.name in graph.inputs or vi.name in used]
+    if weights:
+        initializers = [_initializer(graph, n) for n in order if n in used]
+    else:
+        small = [n for n in order if n in used and graph.constants[n].size <= SKELETON_MAX_ELEMENTS]
+        initializers = [_initializer(graph, n) for n in small]
+        listed = {vi.name for vi in inputs}
+        inputs = inputs + [helper.make_tensor_value_info(
+            n, helper.np_dtype_to_tensor_dtype(graph.constants[n].dtype), graph.constants[n].shape)
+            for n in order if n in used and n not in small and n not in listed]
     out_graph = helper.make_graph([_node_proto(n) for n in graph.nodes], graph.name or "graph",
                                   inputs, list(source.graph.output), initializer=initializers)
     out_graph.doc_string = source.graph.doc_string
@@ -67,13 +83,24 @@ def to_onnx(graph: Graph, infer: bool = True) -> onnx.ModelProto:
     model.metadata_props.extend(source.metadata_props)
     model.functions.extend(source.functions)
     if infer:
-        try:
-            inferred = infer_shapes(model)
-            model.graph.value_info.extend(vi for vi in inferred.value_info
-                                          if vi.name not in graph.constants)
-        except GraphpruneError:
-            pass  # runtimes infer shapes on load; the checker reports real problems
+        model.graph.value_info.extend(_value_info(graph, model))
     return model
+
+
+def _value_info(graph: Graph, model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Intermediate tensor types: from the graph's shapes when known, else inferred."""
+    interface = {vi.name for vi in (*model.graph.input, *model.graph.output)}
+    names = [o for n in graph.nodes for o in n.outputs
+             if o and o not in interface and o not in graph.constants]
+    infos = [graph.tensors.get(n) for n in names]
+    if all(i is not None and i.shape is not None and i.dtype is not None for i in infos):
+        return [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(i.dtype),
+                                              [d if isinstance(d, (int, str)) else None for d in i.shape])
+                for n, i in zip(names, infos)]
+    try:
+        return [vi for vi in infer_shapes(model).value_info if vi.name not in graph.constants]
+    except GraphpruneError:
+        return []  # runtimes infer shapes on load; the checker reports real problems
 
 
 def _byte_size(model: onnx.ModelProto) -> int:

@@ -34,7 +34,7 @@ def read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
                          "check the file and any external-data files beside it") from exc
 
 
-_SKELETON_MAX_ELEMENTS = 1 << 12  # initializers up to this size keep their values (shape data)
+SKELETON_MAX_ELEMENTS = 1 << 12  # initializers up to this size keep their values (shape data)
 
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -48,7 +48,7 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     listed = {i.name for i in inputs}
     small = []
     for init in g.initializer:
-        if int(np.prod(init.dims)) <= _SKELETON_MAX_ELEMENTS and init.data_location != onnx.TensorProto.EXTERNAL:
+        if int(np.prod(init.dims)) <= SKELETON_MAX_ELEMENTS and init.data_location != onnx.TensorProto.EXTERNAL:
             small.append(init)
         elif init.name not in listed:
             inputs.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
@@ -179,6 +179,6 @@ def refresh_shapes(graph: Graph) -> None:
     """Re-infer every tensor's shape after a pass changed sizes (weights are not copied)."""
     from ..emit.onnx import to_onnx  # the emitter imports this module
 
-    inferred = infer_shapes(to_onnx(graph, infer=False))
+    inferred = infer_shapes(to_onnx(graph, infer=False, weights=False))
     for vi in (*inferred.input, *inferred.value_info, *inferred.output):
         graph.tensors[vi.name] = _tensor_info(vi)
