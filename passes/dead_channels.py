@@ -54,10 +54,17 @@ def _weight_axis(node, graph, role: str) -> int | None:
 
 
 def _zero_slices(analysis, group, tensor: str, axis: int) -> np.ndarray:
-    """Per channel of ``group``: is the slice of constant ``tensor`` along ``axis`` all zero?"""
-    did = analysis.table.ids[(tensor, axis)]
+    """Per channel of ``group``: is the slice of constant ``tensor`` along ``axis`` all zero?
+
+    Dense weights (no zero at all, the common case) are ruled out with one
+    ``all()``; otherwise ``any`` over the other axes, without copying ``w``.
+    """
     w = analysis.graph.constants[tensor]
-    nonzero = np.count_nonzero(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1), axis=1)
+    if w.all():
+        return np.zeros(group.size, dtype=bool)
+    did = analysis.table.ids[(tensor, axis)]
+    others = tuple(a for a in range(w.ndim) if a != axis)
+    nonzero = np.any(w, axis=others) if others else w != 0
     per_channel = np.bincount(group.channels[did], weights=nonzero, minlength=group.size)
     return per_channel == 0
 
