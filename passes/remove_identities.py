@@ -10,6 +10,7 @@ Removed (readers of the output read the input instead):
   static input shape: these never reorder elements, so equal shapes mean
   equal tensors;
 * ``Transpose`` with the identity permutation;
+* ``Concat``, ``Sum``, ``Max``, ``Min``, ``Mean`` of a single input;
 * ``Slice`` with step 1 whose clamped ``[start, end)`` covers every sliced
   axis; ``Pad`` whose pads are all zero (any mode); ``Expand`` whose target
   broadcasts to the input's own shape (no growth).
@@ -247,9 +248,14 @@ def _expand(s: _Sweep, node):
         return False
 
 
+def _single_input(s: _Sweep, node):
+    return len([t for t in node.inputs if t]) == 1
+
+
 _RULES = {"Identity": _identity, "Dropout": _dropout, "Cast": _cast, "CastLike": _cast_like,
           "Reshape": _same_shape, "Flatten": _same_shape, "Squeeze": _same_shape,
-          "Transpose": _transpose, "Slice": _slice, "Pad": _pad, "Expand": _expand}
+          "Transpose": _transpose, "Slice": _slice, "Pad": _pad, "Expand": _expand,
+          **{op: _single_input for op in ("Concat", "Sum", "Max", "Min", "Mean")}}
 
 
 # -- merges: fold the producer into this node when this node is its only reader ---------------

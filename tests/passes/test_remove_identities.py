@@ -233,3 +233,18 @@ def test_export_with_identities_inserted():
     graph, result = run(proto)
     assert result.details["removed"] == {"Cast": 2, "Identity": 2}
     assert result.nodes == (len(nodes), len(nodes) - 4)
+
+
+@pytest.mark.parametrize("op", ["Concat", "Sum", "Max", "Min", "Mean"])
+def test_single_input_variadic_is_removed(op):
+    attrs = {"axis": 1} if op == "Concat" else {}
+    proto = make([helper.make_node("Relu", ["x"], ["a"]), helper.make_node(op, ["a"], ["b"], **attrs),
+                  helper.make_node("Neg", ["b"], ["y"])], [vi("x", [1, 3])], [vi("y", [1, 3])])
+    graph, result = run(proto)
+    assert [n.op for n in graph.nodes] == ["Relu", "Neg"]
+
+
+def test_two_input_concat_stays():
+    proto = make([helper.make_node("Concat", ["x", "x"], ["y"], axis=1)], [vi("x", [1, 3])], [vi("y", [1, 6])])
+    graph, result = run(proto)
+    assert [n.op for n in graph.nodes] == ["Concat"]
