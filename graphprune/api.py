@@ -16,6 +16,7 @@ from .metrics import layer_table, total_macs
 from .report import build_report, group_summary, pinned_parameter_groups
 from .selection import Plan
 from .pipeline import Pass, build_pipeline
+from .plan_io import read_plan
 from .verify import Verification, compare, verify_prune
 from .passes.prune_channels import PruneChannels
 
@@ -61,7 +62,7 @@ def inspect(model) -> dict:
 
 def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: bool = False,
           round_to: int = 1, keep: str | None = None, verify: bool = True,
-          max_group_ratio: float = 0.9, tolerance: float = 1e-4) -> PruneResult:
+          max_group_ratio: float = 0.9, tolerance: float = 1e-4, plan=None) -> PruneResult:
     """Structurally prune an ONNX model.
 
     Args:
@@ -74,17 +75,22 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
         verify: check the result against the oracle (raises ``VerificationError``).
         max_group_ratio: with ``global_ranking``, the most any group may lose.
         tolerance: relative error allowed by the oracle.
+        plan: replay a previous prune instead of choosing channels: a report
+            dict or the path of a ``--report`` JSON (its ``initializers``).
     """
     source = read_model(model)
     graph = load_onnx(source)
     step = PruneChannels(ratio=ratio, importance=importance, global_ranking=global_ranking,
-                         round_to=round_to, keep=keep or "", max_group_ratio=max_group_ratio)
+                         round_to=round_to, keep=keep or "", max_group_ratio=max_group_ratio,
+                         replay=read_plan(plan) if plan is not None else None)
     outcome = step(graph)
     pruned = to_onnx(graph)
     verification = (verify_prune(source, pruned, step.plan, tolerance) if verify
                     else Verification("skipped", tolerance=tolerance))
     settings = {"ratio": ratio, "importance": importance, "global": global_ranking,
                 "round_to": round_to, "keep": keep, "max_group_ratio": max_group_ratio}
+    if plan is not None:
+        settings = {"plan": str(plan) if not isinstance(plan, dict) else "(report dict)"}
     report = build_report(step.plan, step.sliced, outcome.params, outcome.macs, verification, settings)
     if not verification.ok:
         raise VerificationError(f"verification failed: {verification.message}", verification)

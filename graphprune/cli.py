@@ -72,12 +72,14 @@ def cmd_prune(args) -> int:
     src, dst = Path(args.input), Path(args.output)
     if src.exists() and _same_file(src, dst) and not args.overwrite_input:
         raise InputError(f"{dst}: refusing to overwrite the input model (pass --overwrite-input to allow it)")
+    if (args.ratio is None) == (args.plan is None):
+        raise InputError("give exactly one of --ratio R (choose channels) or --plan REPORT.json (replay)")
     start = time.perf_counter()
     try:
-        result = api.prune(src, ratio=args.ratio, importance=args.importance,
+        result = api.prune(src, ratio=args.ratio or 0.0, importance=args.importance,
                            global_ranking=args.global_ranking, round_to=args.round_to,
                            keep=args.keep, verify=not args.no_verify,
-                           max_group_ratio=args.max_group_ratio)
+                           max_group_ratio=args.max_group_ratio, plan=args.plan)
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
@@ -204,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and write a smaller model, verified against the oracle.")
     p.add_argument("input", help="input .onnx model")
     p.add_argument("-o", "--output", required=True, help="output .onnx path (written atomically)")
-    p.add_argument("--ratio", type=float, required=True, help="fraction of channels to remove, in [0, 1)")
+    p.add_argument("--ratio", type=float, help="fraction of channels to remove, in [0, 1)")
+    p.add_argument("--plan", metavar="REPORT.json",
+                   help="replay the kept indices of an earlier --report instead of choosing by --ratio")
     p.add_argument("--importance", choices=CRITERIA, default="l2",
                    help="channel importance: norm over all parameter slices of a channel (default l2)")
     p.add_argument("--global", dest="global_ranking", action="store_true",

@@ -14,6 +14,7 @@ from graphprune.channels import analyse
 from graphprune.channels.apply import apply_plan
 from graphprune.importance import importance as score_channels
 from graphprune.pipeline import Pass, register
+from graphprune.plan_io import plan_from_kept
 from graphprune.report import group_summary, pinned_parameter_groups
 from graphprune.selection import select
 from graphprune.verify import verify_prune
@@ -32,6 +33,7 @@ class PruneChannels(Pass):
     round_to: int = 1
     keep: str = ""
     max_group_ratio: float = 0.9
+    replay: object = field(default=None, repr=False)  # kept indices from a report (plan_io.read_plan)
     plan: object = field(default=None, init=False, repr=False)
     sliced: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -39,8 +41,11 @@ class PruneChannels(Pass):
         analysis = analyse(graph)
         if self.keep:
             analysis.pin_matching(self.keep)
-        self.plan = select(analysis, score_channels(analysis, self.importance), self.ratio,
-                           self.global_ranking, self.round_to, self.max_group_ratio)
+        if self.replay is not None:
+            self.plan = plan_from_kept(analysis, self.replay)
+        else:
+            self.plan = select(analysis, score_channels(analysis, self.importance), self.ratio,
+                               self.global_ranking, self.round_to, self.max_group_ratio)
         self.sliced = apply_plan(graph, self.plan)
         graph.remove_unused()
         return {"changed": self.plan.channels_removed,

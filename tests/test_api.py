@@ -105,3 +105,29 @@ def test_report_is_json_serialisable(resnet):
     report = graphprune.prune(resnet, ratio=0.5).report
     decoded = json.loads(json.dumps(report))
     assert set(decoded) >= {"initializers", "params", "macs", "groups", "pinned", "verification"}
+
+
+def test_replaying_a_report_reproduces_the_prune(resnet, tmp_path):
+    first = graphprune.prune(resnet, ratio=0.5, importance="l1")
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(first.report))
+    again = graphprune.prune(resnet, plan=path)
+    assert again.report["initializers"] == first.report["initializers"]
+    assert again.verification.status == "exact"
+    assert again.model.SerializeToString() == first.model.SerializeToString()
+
+
+def test_bad_plans_are_refused_with_the_tensor_named(resnet):
+    report = graphprune.prune(resnet, ratio=0.5, verify=False).report
+    name, axes = next(iter(report["initializers"].items()))
+    axis, kept = next(iter(axes.items()))
+    with pytest.raises(graphprune.PlanError, match="no channel axis"):
+        graphprune.prune(resnet, plan={"initializers": {"nope": {"0": [0]}}})
+    with pytest.raises(graphprune.PlanError, match="ascending"):
+        graphprune.prune(resnet, plan={"initializers": {name: {axis: kept[::-1]}}})
+    with pytest.raises(graphprune.PlanError, match="pinned"):
+        graphprune.prune(resnet, plan={"initializers": {"fc.weight": {"0": [0, 1]}}})
+    other = dict(report["initializers"])
+    broken = {n: {a: (k[1:] if n != name else k) for a, k in ax.items()} for n, ax in other.items()}
+    with pytest.raises(graphprune.PlanError, match="disagree"):
+        graphprune.prune(resnet, plan={"initializers": broken})

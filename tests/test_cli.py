@@ -36,6 +36,7 @@ def test_prune_writes_model_and_report(model, tmp_path):
     (["prune", "missing.onnx", "-o", "x.onnx", "--ratio", "0.5"], "missing.onnx: no such file"),
     (["prune", "{bad}", "-o", "x.onnx", "--ratio", "0.5"], "not a readable ONNX model"),
     (["prune", "{model}", "-o", "x.onnx", "--ratio", "1.5"], "ratio must be in"),
+    (["prune", "{model}", "-o", "x.onnx"], "exactly one of --ratio"),
     (["prune", "{model}", "-o", "{model}", "--ratio", "0.5"], "refusing to overwrite the input"),
     (["prune", "{model}", "-o", "nodir/x.onnx", "--ratio", "0.5"], "does not exist"),
     (["inspect", "missing.onnx"], "no such file"),
@@ -86,3 +87,16 @@ def test_external_data_in_external_data_out(model, tmp_path):
     assert code == 0, stderr
     assert (tmp_path / "out.onnx.data").exists()
     onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_plan_replay_and_exclusive_options(model, tmp_path):
+    report = tmp_path / "r.json"
+    code, _, stderr = run("prune", model, "-o", tmp_path / "a.onnx", "--ratio", "0.5", "--report", report)
+    assert code == 0, stderr
+    code, _, stderr = run("prune", model, "-o", tmp_path / "b.onnx", "--plan", report)
+    assert code == 0, stderr
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    code, _, stderr = run("prune", model, "-o", tmp_path / "c.onnx", "--plan", report, "--ratio", "0.5")
+    assert code == 2 and "exactly one of --ratio" in stderr
+    code, _, stderr = run("prune", model, "-o", tmp_path / "c.onnx", "--plan", tmp_path / "missing.json")
+    assert code == 2 and "no such plan file" in stderr

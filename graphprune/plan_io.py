@@ -1,0 +1,78 @@
+"""Replay a pruning plan from a report's kept indices.
+
+The report's ``initializers`` section (``{name: {axis: [kept indices]}}``) is
+a complete, auditable description of a prune. Replaying it on the same model
+(or on any model with the same initializer names and channel structure)
+rebuilds the :class:`~graphprune.selection.Plan`: for each group, the first
+reported parameter decides which channels go, and every other reported
+parameter of the group must agree — a plan that splits a channel, prunes a
+pinned group, or names unknown tensors is refused with the tensor named.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .channels import ChannelAnalysis
+from .errors import InputError, PlanError
+from .selection import Plan
+
+
+def read_plan(source) -> dict[str, dict[int, np.ndarray]]:
+    """Kept indices per initializer and axis, from a report dict or a JSON file."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{path}: no such plan file (pass a report written by --report)")
+        try:
+            source = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not a JSON report ({exc})") from exc
+    entries = source.get("initializers") if isinstance(source, dict) else None
+    if not isinstance(entries, dict):
+        raise PlanError("the plan has no 'initializers' section ({name: {axis: [kept indices]}})")
+    try:
+        return {name: {int(axis): np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()}
+                for name, axes in entries.items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise PlanError(f"malformed 'initializers' entry in the plan: {exc}") from exc
+
+
+def plan_from_kept(analysis: ChannelAnalysis, kept: dict[str, dict[int, np.ndarray]]) -> Plan:
+    plan = Plan(analysis)
+    table = analysis.table
+    for name, axes in kept.items():
+        for axis, indices in axes.items():
+            did = table.ids.get((name, axis))
+            if did is None:
+                raise PlanError(f"plan names '{name}' axis {axis}, which this model has no channel axis for")
+            group = analysis.groups[analysis.group_of[did]]
+            size = table.sizes[did]
+            if indices.size and (indices.min() < 0 or indices.max() >= size or np.any(np.diff(indices) <= 0)):
+                raise PlanError(f"kept indices of '{name}' axis {axis} must be ascending and in [0, {size})")
+            if group.pinned is not None:
+                raise PlanError(f"plan prunes '{name}' axis {axis}, but its group is pinned: {group.pinned}")
+            removed = _removed_channels(group, did, indices, name, axis)
+            if group.id in plan.removed:
+                if not np.array_equal(plan.removed[group.id], removed):
+                    raise PlanError(f"kept indices of '{name}' axis {axis} disagree with the rest of its group")
+            else:
+                plan.removed[group.id] = removed
+    return plan
+
+
+def _removed_channels(group, did, indices, name, axis) -> np.ndarray:
+    channels = group.channels[did]
+    kept_elements = np.zeros(len(channels), dtype=bool)
+    kept_elements[indices] = True
+    kept_count = np.bincount(channels, weights=kept_elements, minlength=group.size)
+    total = np.bincount(channels, minlength=group.size)
+    present = total > 0
+    if np.any(present & (kept_count != 0) & (kept_count != total)):
+        raise PlanError(f"kept indices of '{name}' axis {axis} split channels that must be removed together")
+    removed = np.zeros(group.size, dtype=bool)
+    removed[present & (kept_count == 0)] = True
+    return removed
