@@ -56,11 +56,28 @@ def test_fixed_point_stops_when_nothing_changes(export):
     assert len(result.children) == 1 and not result.modified
 
 
-def test_fold_then_prune_then_fold_verifies(export):
-    path = export("resnet18", "dynamo")
-    model, result = graphprune.run_pipeline(path, "dead-channels,prune-channels:ratio=0.5,dead-channels")
+FOLD = "fold-constants,remove-identities,fold-batchnorm,fold-channel-affine,dead-channels,dedup,dce"
+
+
+@pytest.mark.parametrize("name,exporter", [("resnet18", "dynamo"), ("mha_block", "legacy")])
+def test_fold_then_prune_then_fold_verifies(export, name, exporter):
+    model, result = graphprune.run_pipeline(export(name, exporter),
+                                            f"{FOLD},prune-channels:ratio=0.5,{FOLD}")
     assert result.macs[1] < result.macs[0]
-    assert any(r.verification and r.verification.status == "exact" for r in result.flat())
+    checked = [r for r in result.flat() if r.modified]
+    assert checked and all(r.verification.status == "exact" for r in checked)
+    onnx.checker.check_model(model, full_check=True)
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large", "efficientnet_b0", "densenet121",
+                                  "googlenet", "regnet_y_400mf", "resnext50_32x4d", "vit_block"])
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_fold_zoo_is_lossless(export, name, exporter):
+    model, result = graphprune.fold(export(name, exporter))
+    assert result.nodes[1] <= result.nodes[0]
+    if result.modified:
+        assert result.verification.status == "exact"
     onnx.checker.check_model(model, full_check=True)
 
 
