@@ -5,7 +5,6 @@ structure; pruning has to see the q/k/v projections, the head reshape and
 the score matmul as separate nodes, so these blocks spell them out.
 """
 
-import torch
 from torch import nn
 
 
