@@ -170,8 +170,8 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
     graph = Graph(nodes, inputs, [o.name for o in g.output], tensors, constants, opset,
                   name=g.name, source=proto)
     graph.pristine = pristine
-    if fold_shapes:
-        fold_static_shapes(graph)
+    if fold_shapes and fold_static_shapes(graph):
+        refresh_shapes(graph)  # folded targets give static shapes where inference had none
     return graph
 
 
