@@ -38,7 +38,7 @@ SKELETON_MAX_ELEMENTS = 1 << 12  # initializers up to this size keep their value
 
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model without large weight data: large initializers become typed graph inputs.
+    """The model without large weight data: large initializers and Constant nodes become typed inputs.
 
     Shape inference only needs their shapes, so this makes inference fast and
     keeps it under protobuf's 2 GB limit whatever the model's size.
@@ -52,7 +52,15 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
             small.append(init)
         elif init.name not in listed:
             inputs.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    graph = helper.make_graph(g.node, g.name, inputs, g.output, initializer=small, value_info=g.value_info)
+    nodes = []
+    for node in g.node:  # large Constant nodes are weights too
+        value = node.attribute[0].t if node.op_type == "Constant" and node.attribute else None
+        if (value is not None and node.attribute[0].name == "value" and node.domain in ("", "ai.onnx")
+                and int(np.prod(value.dims)) > SKELETON_MAX_ELEMENTS):
+            inputs.append(helper.make_tensor_value_info(node.output[0], value.data_type, list(value.dims)))
+        else:
+            nodes.append(node)
+    graph = helper.make_graph(nodes, g.name, inputs, g.output, initializer=small, value_info=g.value_info)
     skeleton = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     skeleton.functions.extend(model.functions)
     return skeleton
