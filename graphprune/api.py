@@ -20,9 +20,6 @@ from .plan_io import read_plan
 from .verify import Verification, compare, verify_prune
 from .passes.prune_channels import PruneChannels
 
-ModelLike = "str | os.PathLike | onnx.ModelProto"
-
-
 @dataclass
 class PruneResult:
     """``model``: the pruned ModelProto; ``report``: the ``--report`` dict."""

@@ -10,7 +10,7 @@ has to care which of the two a model used.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -85,12 +85,6 @@ class Graph:
                     users.setdefault(t, []).append(n)
         return users
 
-    def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
-
     def unique_name(self, base: str) -> str:
         taken = set(self.tensors) | set(self.constants) | {o for n in self.nodes for o in n.outputs}
         if base not in taken:
@@ -160,8 +154,3 @@ class Graph:
         return int(sum(v.size for v in self.constants.values()
                        if v.dtype.kind == "f" and v.ndim >= 1))
 
-    def iter_constant_inputs(self) -> Iterable[tuple[Node, int, str]]:
-        for n in self.nodes:
-            for i, t in enumerate(n.inputs):
-                if t in self.constants:
-                    yield n, i, t

@@ -9,8 +9,6 @@ Schema (stable; external tools read it)::
 
 from __future__ import annotations
 
-from collections import Counter
-
 from .channels import ChannelAnalysis, ChannelGroup
 
 
@@ -42,11 +40,6 @@ def pinned_parameter_groups(analysis: ChannelAnalysis) -> list[dict]:
         return (g.pinned is not None and params and len(params) < len(g.dims)
                 and max(analysis.table.sizes[d] or 0 for d in g.dims) > 1)
     return [group_summary(analysis, g) for g in analysis.groups if relevant(g)]
-
-
-def pin_reasons(analysis: ChannelAnalysis) -> dict[str, int]:
-    """How many parameter groups each kind of reason pinned (for summaries)."""
-    return dict(Counter(g["pinned"].split(":")[0] for g in pinned_parameter_groups(analysis)))
 
 
 def build_report(plan, sliced, params, macs, verification, settings) -> dict:

@@ -61,7 +61,7 @@ def _keep_count(size: int, ratio: float, round_to: int) -> int:
     return int(min(max(keep, 1), size))
 
 
-def _ensure_nonempty(group: ChannelGroup, removed: np.ndarray, score: np.ndarray) -> None:
+def ensure_nonempty(group: ChannelGroup, removed: np.ndarray, score: np.ndarray) -> None:
     """Give back each dim's best channel where a dim would otherwise lose everything."""
     for channels in group.channels.values():
         if len(channels) and removed[channels].all():
@@ -97,7 +97,7 @@ def select(analysis: ChannelAnalysis, scores: dict[int, np.ndarray], ratio: floa
             for members in segments(analysis, g):
                 order = members[np.argsort(score[members], kind="stable")]
                 removed[order[:len(members) - _keep_count(len(members), ratio, round_to)]] = True
-        _ensure_nonempty(g, removed, score)
+        ensure_nonempty(g, removed, score)
         plan.removed[g.id] = removed
     return plan
 

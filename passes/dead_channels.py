@@ -29,7 +29,7 @@ from graphprune.channels import analyse
 from graphprune.channels.apply import apply_plan
 from graphprune.emit.onnx import to_onnx
 from graphprune.pipeline import Pass, register
-from graphprune.selection import Plan, _ensure_nonempty
+from graphprune.selection import Plan, ensure_nonempty
 from graphprune.verify import random_inputs, session
 
 _PRODUCER_WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
@@ -129,7 +129,7 @@ class DeadChannels(Pass):
                 plan.removed[gid] = dead | removable
                 folds.extend(group_folds)
         for gid, mask in plan.removed.items():
-            _ensure_nonempty(analysis.groups[gid], mask, np.zeros(len(mask)))
+            ensure_nonempty(analysis.groups[gid], mask, np.zeros(len(mask)))
         applied = self._fold_biases(graph, plan, folds)
         if not plan.channels_removed:
             return {"changed": 0}
