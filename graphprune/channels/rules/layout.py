@@ -274,3 +274,51 @@ def _rewrite_runtime_target(ctx, y: str) -> None:
             pieces[index].reshape(-1)[offset] = ctx.new_size(y, axis)
     for index, value in pieces.items():
         ctx.for_node(concat).replace_constant_input(index, value)
+
+
+@rule("Gather")
+def gather(ctx):
+    """``out = data.shape[:axis] + indices.shape + data.shape[axis+1:]``.
+
+    Every data axis but ``axis`` carries through (an embedding table's width,
+    the head axis of a fused qkv tensor), and so does every index axis; the
+    gathered axis itself is pinned, since the index values refer to it.
+    """
+    data, indices, y = ctx.node.input(0), ctx.node.input(1), ctx.node.outputs[0]
+    rank = ctx.rank(data)
+    axis = ctx.attr("axis", 0) % rank
+    index_rank = ctx.rank(indices)
+    before, after = list(range(axis)), list(range(axis + 1, rank))
+    ctx.same_axes(data, y, before, before)
+    ctx.same_axes(data, y, after, [a - 1 + index_rank for a in after])
+    ctx.same_axes(indices, y, range(index_rank), [axis + i for i in range(index_rank)])
+
+
+@rule("Einsum")
+def einsum(ctx):
+    """Explicit-output einsum: a letter in the output carries through; a letter only in
+    inputs is summed over (coupled across operands, contracted on the first that has it)."""
+    equation = ctx.attr("equation", "")
+    if isinstance(equation, bytes):
+        equation = equation.decode()
+    equation = equation.replace(" ", "")
+    if "->" not in equation or "." in equation:
+        raise Unsupported("only explicit einsum equations without ellipsis are mapped")
+    lhs, out = equation.split("->")
+    terms = lhs.split(",")
+    y = ctx.node.outputs[0]
+    if len(terms) != len(ctx.node.inputs) or any(len(set(t)) != len(t) for t in (*terms, out)):
+        raise Unsupported(f"einsum '{equation}' repeats a letter within an operand")
+    contracted = set()
+    for i, (x, term) in enumerate(zip(ctx.node.inputs, terms)):
+        if len(term) != ctx.rank(x):
+            raise Unsupported(f"einsum term '{term}' does not match the rank of '{x}'")
+        for a, letter in enumerate(term):
+            if letter in out:
+                ctx.same(ctx.dim(x, a), ctx.dim(y, out.index(letter)))
+            else:
+                first = next(j for j, t in enumerate(terms) if letter in t)
+                ctx.same(ctx.dim(x, a), ctx.dim(ctx.node.inputs[first], terms[first].index(letter)))
+                if letter not in contracted:
+                    contracted.add(letter)
+                    ctx.contracts(first, terms[first].index(letter))
