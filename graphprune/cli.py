@@ -179,6 +179,10 @@ def cmd_demo(args) -> int:
         from . import models
     except ImportError as exc:
         raise InputError(f"the demo needs torch and torchvision: pip install 'graphprune[torch]' ({exc})")
+    if args.model not in models.available_models():
+        raise InputError(f"unknown model '{args.model}': use a torchvision classifier name "
+                         "(e.g. resnet50, mobilenet_v3_large, swin_t) or one of the zoo's own blocks "
+                         "(mha_block, vit_block, tiny_cnn)")
     print(f"exporting torchvision {args.model} (random weights) to ONNX ...")
     path = models.export_onnx(args.model)
     print(f"pruning {path} at ratio {args.ratio} (l2, local) ...")

@@ -40,6 +40,7 @@ def test_prune_writes_model_and_report(model, tmp_path):
     (["prune", "{model}", "-o", "{model}", "--ratio", "0.5"], "refusing to overwrite the input"),
     (["prune", "{model}", "-o", "nodir/x.onnx", "--ratio", "0.5"], "does not exist"),
     (["inspect", "missing.onnx"], "no such file"),
+    (["demo", "--model", "nope"], "unknown model 'nope'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(model, tmp_path, args, needle):
     bad = tmp_path / "bad.onnx"
