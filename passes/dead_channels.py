@@ -32,24 +32,10 @@ from graphprune.pipeline import Pass, register
 from graphprune.selection import Plan, ensure_nonempty
 from graphprune.verify import random_inputs, session
 
-_PRODUCER_WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
-
-
-def _weight_axis(node, graph, role: str) -> int | None:
-    """Axis of the constant weight (input 1) that is the node's input or output channel."""
-    w = graph.constants.get(node.input(1))
-    if w is None:
-        return None
-    if node.op == "Conv":
-        return 1 if role == "in" and node.attr("group", 1) == 1 else (0 if role == "out" else None)
-    if node.op == "ConvTranspose":
-        return 0 if role == "in" and node.attr("group", 1) == 1 else (
-            1 if role == "out" and node.attr("group", 1) == 1 else None)
-    if node.op == "Gemm":
-        k_axis = 1 if node.attr("transB", 0) else 0
-        return k_axis if role == "in" else 1 - k_axis
-    if node.op == "MatMul" and w.ndim == 2:
-        return 0 if role == "in" else 1
+def _consumer_columns(c, graph) -> tuple[str, int] | None:
+    """The constant weight and axis through which contraction ``c`` reads a channel."""
+    if c.input_index == 0 and c.weight in graph.constants and c.weight_in_axis is not None:
+        return c.weight, c.weight_in_axis
     return None
 
 
@@ -110,11 +96,10 @@ class DeadChannels(Pass):
                 continue
             consumers = [(c, nodes[c.node]) for c in analysis.table.contractions
                          if analysis.group_of[c.dim] == group.id]
-            in_axes = [_weight_axis(n, graph, "in") if c.input_index == 0 else None for c, n in consumers]
+            columns = [_consumer_columns(c, graph) for c, _ in consumers]
             dead = np.zeros(group.size, dtype=bool)
-            if consumers and all(a is not None for a in in_axes):
-                dead = np.logical_and.reduce([_zero_slices(analysis, group, n.input(1), a)
-                                              for (c, n), a in zip(consumers, in_axes)])
+            if consumers and all(columns):
+                dead = np.logical_and.reduce([_zero_slices(analysis, group, *col) for col in columns])
             free = self._input_free(analysis, group, graph) & ~dead
             if free.any() and consumers:
                 constant_candidates[group.id] = (free, consumers, dead)
@@ -142,25 +127,22 @@ class DeadChannels(Pass):
     def _input_free(analysis, group, graph) -> np.ndarray:
         """Channels whose every producer has an all-zero weight slice.
 
-        Every contraction node with an output axis in this group must be a
-        recognised producer (constant weight, output-channel axis); any other
-        (a batch or row axis, a dynamic weight) makes no channel input-free.
+        Every contraction (as its rule recorded it) with an output axis in this
+        group must produce it from the output-channel axis of a constant weight;
+        any other (a batch or row axis, a dynamic weight, no weight at all)
+        makes no channel input-free.
         """
         none = np.zeros(group.size, dtype=bool)
         masks = []
-        for n in graph.nodes:
-            if n.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-                continue
-            out = n.outputs[0]
+        for out, c in {c.anchor: c for c in analysis.table.contractions}.items():
             rank = len(graph.shape(out) or ())
             in_group = [a for a in range(rank) if analysis.table.ids.get((out, a)) in group.channels]
             if not in_group:
                 continue
-            channel_axis = 1 if n.op.startswith("Conv") else rank - 1
-            w_axis = _weight_axis(n, graph, "out")
-            if in_group != [channel_axis] or w_axis is None or n.input(0) in graph.constants:
+            if (in_group != [c.out_axis] or c.weight_out_axis is None
+                    or c.weight not in graph.constants or c.tensor in graph.constants):
                 return none
-            masks.append(_zero_slices(analysis, group, n.input(1), w_axis))
+            masks.append(_zero_slices(analysis, group, c.weight, c.weight_out_axis))
         return np.logical_and.reduce(masks) if masks else none
 
     @staticmethod
@@ -192,8 +174,8 @@ class DeadChannels(Pass):
         foldable = np.ones(group.size, dtype=bool)
         for c, n in consumers:
             if not _foldable(n, analysis.graph):
-                axis = _weight_axis(n, analysis.graph, "in") if c.input_index == 0 else None
-                foldable &= (_zero_slices(analysis, group, n.input(1), axis) if axis is not None
+                col = _consumer_columns(c, analysis.graph)
+                foldable &= (_zero_slices(analysis, group, *col) if col
                              else np.zeros(group.size, dtype=bool))
         removable = zero | (constant & foldable)
         if not (removable & ~zero).any():
@@ -208,15 +190,12 @@ class DeadChannels(Pass):
         for (c, node, value), gid in folds:
             group = plan.analysis.groups[gid]
             removed = plan.removed[gid]
-            axis = _weight_axis(node, graph, "in")
-            did = plan.analysis.table.ids[(node.input(1), axis)]
+            did = plan.analysis.table.ids[(c.weight, c.weight_in_axis)]
             v = np.where(removed, value, 0.0)[group.channels[did]]
-            w = graph.constants[node.input(1)]
-            if node.op == "Conv":
-                contribution = np.einsum("oc...,c->o", w, v.astype(w.dtype))
-            else:  # Gemm: Y = A·B (+C); B is [K, N] or [N, K] with transB
-                contribution = (w.T if node.attr("transB", 0) else w).T @ v.astype(w.dtype)
-                contribution = contribution * node.attr("alpha", 1.0)
+            w = graph.constants[c.weight]
+            axes = list(range(w.ndim))  # Σ over every weight axis but the output channel
+            contribution = np.einsum(w, axes, v.astype(w.dtype), [c.weight_in_axis], [c.weight_out_axis])
+            contribution = contribution * node.attr("alpha", 1.0)  # Gemm's scale; 1 for Conv
             if not np.any(contribution):
                 continue
             bias_index = 2

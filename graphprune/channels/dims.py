@@ -49,7 +49,13 @@ class Coupling:
 
 @dataclass(frozen=True)
 class Contraction:
-    """Input ``input_index`` of the node producing ``anchor`` is summed over ``axis``."""
+    """Input ``input_index`` of the node producing ``anchor`` is summed over ``axis``.
+
+    For ops with a weight operand the rule also says which weight axis is the
+    input channel (``weight_in_axis``, the consumer columns) and which is the
+    output channel (``weight_out_axis``, the producer rows, landing on
+    ``out_axis`` of the output); None where no single axis is (grouped convs).
+    """
 
     anchor: str  # first output name of the node (unique, survives node renames)
     node: str
@@ -58,6 +64,10 @@ class Contraction:
     axis: int
     rank: int
     dim: int
+    weight: str = ""
+    weight_in_axis: int | None = None
+    weight_out_axis: int | None = None
+    out_axis: int | None = None
 
 
 class DimTable:
@@ -209,13 +219,20 @@ class RuleContext:
     def approximate(self, did: int, reason: str) -> None:
         self.table.approx.setdefault(did, reason)
 
-    def contracts(self, input_index: int, axis: int) -> None:
-        """Input ``input_index`` is summed over ``axis``: the oracle zeroes removed channels here."""
+    def contracts(self, input_index: int, axis: int, weight: tuple | None = None,
+                  out_axis: int | None = None) -> None:
+        """Input ``input_index`` is summed over ``axis``: the oracle zeroes removed channels here.
+
+        ``weight=(index, in_axis, out_axis)`` names the weight operand and its
+        input- and output-channel axes; ``out_axis`` is the output's channel axis.
+        """
         tensor = self.node.input(input_index)
         did = self.dim(tensor, axis)
+        w_index, w_in, w_out = weight if weight else (None, None, None)
         self.table.contractions.append(Contraction(
             self.node.outputs[0], self.node.name, input_index, tensor,
-            axis % self.rank(tensor), self.rank(tensor), did))
+            axis % self.rank(tensor), self.rank(tensor), did,
+            self.node.input(w_index) if w_index is not None else "", w_in, w_out, out_axis))
 
     def statistics(self, tensor: str) -> None:
         if tensor:

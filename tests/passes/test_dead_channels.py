@@ -1,5 +1,6 @@
 """dead-channels: exactly-zero and input-free channels go, everything else stays."""
 
+import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
@@ -68,3 +69,26 @@ def test_constant_channel_folds_into_linear_bias(tiny):
     graph, result = run(tiny)
     assert result.modified and result.details["biases_updated"] == 1
     assert result.verification.status == "exact"
+
+
+def test_constant_channel_folds_into_unpadded_conv_bias():
+    """Conv(3x3, pad 1) → Relu → Conv(1x1): channel 2 has zero weights and bias 0.5, so it
+    is 0.5 everywhere; the 1x1 consumer takes Σ W[:, 2]·0.5 into its bias exactly."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    b1 = rng.standard_normal(8).astype(np.float32)
+    w1[2], b1[2] = 0.0, 0.5
+    w2 = rng.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1]),
+         onnx.helper.make_node("Relu", ["h"], ["r"]),
+         onnx.helper.make_node("Conv", ["r", "w2"], ["y"])],
+        "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 6, 6])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 6, 6])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
+         numpy_helper.from_array(w2, "w2")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    graph, result = run(model)
+    assert result.details["changed"] == 1 and result.details["biases_updated"] == 1
+    assert result.verification.status == "exact"
+    assert graph.constants["w2"].shape[1] == 7

@@ -31,7 +31,7 @@ def conv(ctx):
     ctx.same(ctx.dim(w, 0), ctx.dim(y, 1))
     if b:
         ctx.same(ctx.dim(b, 0), ctx.dim(y, 1))
-    ctx.contracts(0, 1)
+    ctx.contracts(0, 1, weight=(1, 1 if g == 1 else None, 0), out_axis=1)
     if g == 1:
         ctx.same(ctx.dim(x, 1), ctx.dim(w, 1))
     elif isinstance(cin, int) and isinstance(cout, int):
@@ -50,7 +50,7 @@ def conv_transpose(ctx):
     ctx.same(ctx.dim(w, 0), ctx.dim(x, 1))
     if b:
         ctx.same(ctx.dim(b, 0), ctx.dim(y, 1))
-    ctx.contracts(0, 1)
+    ctx.contracts(0, 1, weight=(1, 0, 1) if g == 1 else None, out_axis=1)
     if g == 1:
         ctx.same(ctx.dim(w, 1), ctx.dim(y, 1))
     elif isinstance(cin, int) and isinstance(cout_g, int):

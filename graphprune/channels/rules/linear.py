@@ -19,7 +19,7 @@ def gemm(ctx):
     b_k, b_n = (1, 0) if ctx.attr("transB", 0) else (0, 1)
     ctx.same(ctx.dim(a, a_m), ctx.dim(y, 0))
     ctx.same(ctx.dim(a, a_k), ctx.dim(b, b_k))
-    ctx.contracts(0, a_k)
+    ctx.contracts(0, a_k, weight=(1, b_k, b_n), out_axis=1)
     ctx.same(ctx.dim(b, b_n), ctx.dim(y, 1))
     if c:
         ctx.broadcast(c, y)
@@ -41,7 +41,10 @@ def matmul(ctx):
     y = ctx.node.outputs[0]
     ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
     ctx.same(ctx.dim(a, ra - 1), ctx.dim(b, 0 if rb == 1 else rb - 2))
-    ctx.contracts(0, ra - 1)
+    if rb == 1:
+        ctx.contracts(0, ra - 1, weight=(1, 0, None))
+    else:
+        ctx.contracts(0, ra - 1, weight=(1, rb - 2, rb - 1), out_axis=ry - 1)
     if ra == 1:  # [K] @ [..., K, N] -> [..., N]
         _batch_broadcast(ctx, b, y, rb - 2, ry - 1)
         ctx.same(ctx.dim(b, rb - 1), ctx.dim(y, ry - 1))
