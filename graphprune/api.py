@@ -59,13 +59,18 @@ def inspect(model) -> dict:
 
 def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: bool = False,
           round_to: int = 1, keep: str | None = None, verify: bool = True,
-          max_group_ratio: float = 0.9, tolerance: float = 1e-4, plan=None) -> PruneResult:
-    """Structurally prune an ONNX model.
+          max_group_ratio: float = 0.9, tolerance: float = 1e-4, plan=None,
+          example_inputs=None, loss_fn=None):
+    """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
-        model: path to an ``.onnx`` file or an ``onnx.ModelProto``.
+        model: path to an ``.onnx`` file, an ``onnx.ModelProto``, or a
+            ``torch.nn.Module`` (then ``example_inputs`` is required and the
+            result's ``.model`` is the pruned module; see :mod:`graphprune.torch_prune`).
         ratio: fraction of each group's channels to remove (``[0, 1)``).
-        importance: ``"l1"`` or ``"l2"`` norm over every parameter slice of a channel.
+        importance: ``"l1"`` or ``"l2"`` norm over every parameter slice of a
+            channel; for modules also ``"taylor"`` (``Σ|w·∂L/∂w|``, with
+            ``loss_fn(output)``) and ``"bn_scale"`` (``|γ|``, network slimming).
         global_ranking: rank channels across groups instead of per group.
         round_to: keep a multiple of this many channels per group.
         keep: regex; groups touching a matching node or tensor name are not pruned.
@@ -74,7 +79,16 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
         tolerance: relative error allowed by the oracle.
         plan: replay a previous prune instead of choosing channels: a report
             dict or the path of a ``--report`` JSON (its ``initializers``).
+            Reports are keyed by parameter names, so a plan made on a module
+            replays on its ONNX export and vice versa.
+        example_inputs: a tensor or tuple of tensors (modules only).
+        loss_fn: ``output -> scalar`` for ``taylor`` importance (modules only).
     """
+    if _is_torch_module(model):
+        from .torch_prune import prune_module
+
+        return prune_module(model, ratio, example_inputs, importance, global_ranking, round_to, keep,
+                            verify, max_group_ratio, tolerance, plan, loss_fn)
     source = read_model(model)
     graph = load_onnx(source)
     step = PruneChannels(ratio=ratio, importance=importance, global_ranking=global_ranking,
@@ -92,6 +106,11 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
     if not verification.ok:
         raise VerificationError(f"verification failed: {verification.message}", verification)
     return PruneResult(pruned, report, step.plan, verification)
+
+
+def _is_torch_module(model) -> bool:
+    torch = __import__("sys").modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
 
 
 def run_pipeline(model, pipeline, verify: bool = True):

@@ -10,6 +10,11 @@ numpy reduction and scattered onto channels with ``bincount``:
 
 Running statistics (BatchNorm mean/var) are not evidence of importance and
 are skipped.
+
+The PyTorch path adds two criteria that need the live module
+(:mod:`graphprune.torch_importance`): ``taylor`` (first order, ``Σ |w·∂L/∂w|``)
+and ``bn_scale`` (network slimming, ``|γ|`` of the norm layers in the group).
+Both reuse this code with per-parameter ``values`` in place of the weights.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from .channels import ChannelAnalysis, ChannelGroup
 from .errors import InputError
 
 CRITERIA = ("l1", "l2")
+TORCH_CRITERIA = ("taylor", "bn_scale")
 
 
 def _per_slice(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
@@ -36,7 +42,10 @@ def _per_slice(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
     return out.astype(np.float64)
 
 
-def group_importance(analysis: ChannelAnalysis, group: ChannelGroup, criterion: str) -> np.ndarray:
+def group_importance(analysis: ChannelAnalysis, group: ChannelGroup, criterion: str,
+                     values: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Scores of ``group``'s channels; ``values`` (name -> array) replaces the weights
+    and restricts the evidence to the tensors it names."""
     if criterion not in CRITERIA:
         raise InputError(f"unknown importance '{criterion}': choose one of {', '.join(CRITERIA)}")
     score = np.zeros(group.size, dtype=np.float64)
@@ -44,7 +53,9 @@ def group_importance(analysis: ChannelAnalysis, group: ChannelGroup, criterion: 
         if d in analysis.table.stats:
             continue
         tensor, axis = analysis.table.keys[d]
-        w = analysis.graph.constants[tensor]
+        if values is not None and tensor not in values:
+            continue
+        w = analysis.graph.constants[tensor] if values is None else values[tensor]
         if w.dtype.kind != "f":
             continue
         score += np.bincount(group.channels[d], weights=_per_slice(w, axis, criterion),
@@ -52,6 +63,10 @@ def group_importance(analysis: ChannelAnalysis, group: ChannelGroup, criterion: 
     return np.sqrt(score) if criterion == "l2" else score
 
 
-def importance(analysis: ChannelAnalysis, criterion: str = "l2") -> dict[int, np.ndarray]:
+def importance(analysis: ChannelAnalysis, criterion: str = "l2",
+               values: dict[str, np.ndarray] | None = None) -> dict[int, np.ndarray]:
     """Scores of every prunable group, keyed by group id."""
-    return {g.id: group_importance(analysis, g, criterion) for g in analysis.prunable_groups()}
+    if criterion in TORCH_CRITERIA:
+        raise InputError(f"importance '{criterion}' needs the PyTorch model: prune the nn.Module, "
+                         "not its ONNX export")
+    return {g.id: group_importance(analysis, g, criterion, values) for g in analysis.prunable_groups()}

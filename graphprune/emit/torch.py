@@ -1,0 +1,232 @@
+"""Apply a plan to a traced PyTorch module.
+
+1. The plan is applied to the IR (:func:`~graphprune.channels.apply.apply_plan`),
+   which slices constants and rewrites sizes exactly as for ONNX.
+2. Every sliced constant that mirrors a parameter or buffer is sliced in the
+   module (and in the traced GraphModule, which may hold its own reference),
+   keeping ``requires_grad``; leaf-module attributes (``out_channels``,
+   ``groups``, ``num_features``, ``normalized_shape``...) follow the new shapes.
+3. Literal sizes bound during translation are rewritten in the fx graph.
+
+The caller then decides what to return: the original module if it still runs
+and matches, else the recompiled GraphModule (:func:`stale_attributes` says
+which attributes of the original classes now disagree with it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from ..channels.apply import apply_plan
+from ..frontends.fx import FxModel
+
+
+@dataclass
+class TorchEmission:
+    sliced: dict[str, dict[int, np.ndarray]]
+    literals: list[str] = field(default_factory=list)  # "node: old -> new" for rewritten literals
+    restore: list = field(default_factory=list, repr=False)  # undo log
+
+    @property
+    def graph_changed(self) -> bool:
+        return bool(self.literals)
+
+    def rollback(self) -> None:
+        """Put back every parameter and attribute the emission changed."""
+        for undo in reversed(self.restore):
+            undo()
+        self.restore.clear()
+
+
+def new_shapes(model: FxModel, plan) -> dict[str, tuple]:
+    """Shapes of every IR tensor after the plan (before the IR is changed)."""
+    table = plan.analysis.table
+    shapes = {}
+    for name, info in model.graph.tensors.items():
+        if info.shape is None:
+            continue
+        shape = list(info.shape)
+        for axis in range(len(shape)):
+            did = table.ids.get((name, axis))
+            kept = plan.kept(did) if did is not None else None
+            if kept is not None:
+                shape[axis] = len(kept)
+        shapes[name] = tuple(shape)
+    return shapes
+
+
+def emit_torch(model: FxModel, plan) -> TorchEmission:
+    """Shrink ``model.module`` in place (and its GraphModule); see the module docstring."""
+    graph = model.graph
+    shapes = new_shapes(model, plan)
+    table = plan.analysis.table
+    changed_keys = {table.keys[d] for d in plan.changed_dims()}
+    sliced = apply_plan(graph, plan)
+    for name, shape in shapes.items():
+        graph.tensors[name].shape = shape
+    emission = TorchEmission(sliced)
+    for name, axes in sliced.items():
+        if name in model.params:
+            _slice_tensor(model, name, axes, emission)
+    _update_attributes(model, emission)
+    for node in graph.nodes:  # sizes the IR keeps as attributes, read back by bindings
+        if "normalized_shape" in node.attrs and node.inputs[0] in graph.tensors:
+            count = len(node.attrs["normalized_shape"])
+            node.attrs["normalized_shape"] = list(graph.tensors[node.inputs[0]].shape[-count:])
+    _rewrite_literals(model, emission)
+    changed = lambda arg, axis: (model.ir_name.get(getattr(arg, "name", ""), ""), axis) in changed_keys  # noqa: E731
+    for fixup in model.fixups:
+        args = (changed, graph) if getattr(fixup, "needs_graph", False) else (changed,)
+        if fixup(*args):
+            emission.literals.append(f"{fixup.__name__} on the traced graph")
+    if emission.graph_changed:
+        model.gm.recompile()
+    return emission
+
+
+def _owner(root: nn.Module, fqn: str):
+    path, _, attr = fqn.rpartition(".")
+    try:
+        return (root.get_submodule(path) if path else root), attr
+    except AttributeError:
+        return None, attr
+
+
+def _slice_tensor(model: FxModel, name: str, axes: dict[int, np.ndarray], emission: TorchEmission) -> None:
+    old = model.params[name]
+    with torch.no_grad():
+        value = old.detach()
+        for axis, kept in axes.items():
+            value = value.index_select(axis, torch.as_tensor(kept, dtype=torch.long, device=value.device))
+        value = value.contiguous()
+    new = nn.Parameter(value, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else value
+    for root in {id(model.module): model.module, id(model.gm): model.gm}.values():
+        owner, attr = _owner(root, name)
+        if owner is None:
+            continue
+        current = owner._parameters.get(attr) if attr in owner._parameters else owner._buffers.get(attr) \
+            if attr in owner._buffers else getattr(owner, attr, None)
+        if current is not old:
+            continue
+        store = owner._parameters if attr in owner._parameters else owner._buffers \
+            if attr in owner._buffers else None
+        if store is not None:
+            store[attr] = new
+            emission.restore.append(lambda s=store, a=attr, o=old: s.__setitem__(a, o))
+        else:
+            setattr(owner, attr, new)
+            emission.restore.append(lambda o=owner, a=attr, v=old: setattr(o, a, v))
+    model.params[name] = new
+
+
+def _set(module: nn.Module, attr: str, value, emission: TorchEmission) -> None:
+    old = getattr(module, attr)
+    if old != value:
+        setattr(module, attr, value)
+        emission.restore.append(lambda: setattr(module, attr, old))
+
+
+def _update_attributes(model: FxModel, emission: TorchEmission) -> None:
+    """Keep leaf modules' size attributes in step with their sliced parameters."""
+    groups = {n.inputs[1]: n.attr("group", 1) for n in model.graph.nodes if n.op in ("Conv", "ConvTranspose")}
+    roots = {id(model.module): model.module, id(model.gm): model.gm}.values()
+    seen = set()
+    for root in roots:
+        for path, m in root.named_modules():
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            prefix = f"{path}." if path else ""
+            if isinstance(m, nn.modules.conv._ConvNd):
+                g = groups.get(f"{prefix}weight", m.groups)
+                w = m.weight.shape
+                _set(m, "groups", int(g), emission)
+                if m.transposed:
+                    _set(m, "in_channels", int(w[0]), emission)
+                    _set(m, "out_channels", int(w[1] * g), emission)
+                else:
+                    _set(m, "out_channels", int(w[0]), emission)
+                    _set(m, "in_channels", int(w[1] * g), emission)
+            elif isinstance(m, nn.Linear):
+                _set(m, "out_features", int(m.weight.shape[0]), emission)
+                _set(m, "in_features", int(m.weight.shape[1]), emission)
+            elif isinstance(m, nn.modules.batchnorm._NormBase):
+                ref = m.weight if m.weight is not None else m.running_mean
+                if ref is not None:
+                    _set(m, "num_features", int(ref.shape[0]), emission)
+            elif isinstance(m, nn.LayerNorm) and m.weight is not None:
+                _set(m, "normalized_shape", tuple(int(s) for s in m.weight.shape), emission)
+            elif isinstance(m, nn.GroupNorm) and m.weight is not None:
+                _set(m, "num_channels", int(m.weight.shape[0]), emission)
+            elif isinstance(m, nn.Embedding):
+                _set(m, "num_embeddings", int(m.weight.shape[0]), emission)
+                _set(m, "embedding_dim", int(m.weight.shape[1]), emission)
+
+
+def _current(model: FxModel, binding) -> int:
+    node = binding.ir_node
+    if isinstance(binding.slot, int):
+        return int(np.asarray(model.graph.constants[node.inputs[binding.slot]]).reshape(-1)[binding.index])
+    return int(node.attrs[binding.slot][binding.index])
+
+
+def _rewrite_literals(model: FxModel, emission: TorchEmission) -> None:
+    for b in model.bindings:
+        new = _current(model, b)
+        if new == b.old:
+            continue
+        _set_path(b.fx_node, b.path, new)
+        emission.literals.append(f"{b.fx_node.name}: {b.old} -> {new}")
+
+
+def _set_path(node: fx.Node, path: tuple, value) -> None:
+    where, key, *rest = path
+    container = node.args if where == "args" else node.kwargs
+    updated = _replace(container[key], rest, value)
+    if where == "args":
+        args = list(node.args)
+        args[key] = updated
+        node.args = tuple(args)
+    else:
+        node.kwargs = {**node.kwargs, key: updated}
+
+
+def _replace(obj, path, value):
+    if not path:
+        return value
+    head, *rest = path
+    if isinstance(obj, slice):
+        parts = {"start": obj.start, "stop": obj.stop, "step": obj.step}
+        parts[head] = _replace(parts[head], rest, value)
+        return slice(parts["start"], parts["stop"], parts["step"])
+    items = list(obj)
+    items[head] = _replace(items[head], rest, value)
+    return type(obj)(items) if isinstance(obj, tuple) else items
+
+
+def stale_attributes(model: FxModel, emission: TorchEmission) -> list[str]:
+    """Int attributes of non-leaf modules equal to a literal the prune rewrote.
+
+    Forward code that copied such an attribute into the trace (ViT's
+    ``hidden_dim``, a block's ``num_heads``) now disagrees with the graph.
+    """
+    rewritten = {}
+    for b in model.bindings:
+        new = _current(model, b)
+        if new != b.old:
+            rewritten.setdefault(b.old, new)
+    stale = []
+    for path, m in model.module.named_modules():
+        if m.__class__.__module__.startswith("torch.nn"):
+            continue
+        for attr, value in vars(m).items():
+            if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int):
+                continue
+            if value in rewritten:
+                stale.append(f"{path or type(m).__name__}.{attr} = {value} (the pruned graph uses {rewritten[value]})")
+    return stale

@@ -1,0 +1,797 @@
+"""Translation of fx calls into IR nodes in ONNX's vocabulary.
+
+One handler per torch op, keyed by its name, serves all three spellings of a
+call: a function (``torch.cat``, ``F.conv2d``), a tensor method (``x.view``)
+and an ATen overload (``aten.view.default`` from ``torch.export``). Leaf
+modules (``nn.Conv2d``...) are translated by class. Handlers only *translate*:
+the coupling logic is the ONNX rule of the op they emit. A handler that meets
+a form it cannot express raises :class:`Untranslatable`; the call then pins
+every axis it touches.
+
+Literal sizes a prune may change (view targets, split sizes, slice bounds,
+``normalized_shape``) are bound to their place in the fx node so the torch
+emitter can rewrite them.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .fx import Translator, Untranslatable, _fetch, _target_name, build
+
+HANDLERS: dict[str, tuple] = {}
+BIG = np.iinfo(np.int64).max
+
+
+def op(*names: str, params: str):
+    """Register a handler for ``names`` whose arguments are ``params`` (``x*`` packs varargs)."""
+    def register(fn):
+        for name in names:
+            HANDLERS[name] = (fn, params.split())
+        return fn
+    return register
+
+
+class Call:
+    """A call's arguments by name, with where each lives in the fx node (for rewrites)."""
+
+    def __init__(self, t: Translator, n: fx.Node, params: list[str]):
+        self.t, self.n = t, n
+        self.raw: dict = {}
+        self.loc: dict = {}
+        if isinstance(n.target, torch._ops.OpOverload):
+            params = ["input" if a.name == "self" else a.name for a in n.target._schema.arguments]
+        for i, name in enumerate(params):
+            if name.endswith("*"):
+                name = name[:-1]
+                rest = n.args[i:]
+                if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+                    self.raw[name], self.loc[name] = list(rest[0]), ("args", i)
+                elif rest:
+                    self.raw[name], self.loc[name] = list(rest), ("varargs", i)
+                break
+            if i < len(n.args):
+                self.raw[name], self.loc[name] = n.args[i], ("args", i)
+        for key, value in n.kwargs.items():
+            key = "input" if key == "self" else key
+            self.raw[key], self.loc[key] = value, ("kwargs", key)
+
+    def get(self, name, default=None):
+        return self.raw.get(name, default)
+
+    def val(self, name, default=None):
+        return self.t.value(self.raw[name]) if name in self.raw else default
+
+    def path(self, name, index=None) -> tuple:
+        loc = self.loc[name]
+        if loc[0] == "varargs":
+            return ("args", loc[1] + index)
+        return loc if index is None else loc + (index,)
+
+    def tensor(self, name="input") -> str:
+        return self.t.tensor(self.raw[name])
+
+
+# -- helpers ------------------------------------------------------------------
+
+def _ints(value, rank: int | None = None) -> list[int]:
+    if isinstance(value, int):
+        return [value] * (rank or 1)
+    return [int(v) for v in value]
+
+
+def _temp(t: Translator, base: str, shape, dtype=None) -> str:
+    name = t.fresh(base)
+    t.set_shape(name, shape, dtype)
+    return name
+
+
+def _out_shape(t: Translator) -> tuple:
+    return t.shape(t.current)
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis % rank if rank else 0
+
+
+def _reshape(t: Translator, x: str, out: str | None = None, shape=None) -> "Node":  # noqa: F821
+    shape = _out_shape(t) if shape is None else shape
+    return t.emit("Reshape", [x, t.constant(np.array(shape, dtype=np.int64))], out)
+
+
+# -- contractions -----------------------------------------------------------------
+
+def _conv(t, x, w, b, stride, padding, dilation, groups, transposed=False, output_padding=0):
+    spatial = len(t.constants[w].shape) - 2
+    attrs = {"strides": _ints(stride, spatial), "dilations": _ints(dilation, spatial),
+             "group": int(groups), "kernel_shape": list(t.constants[w].shape[2:])}
+    if isinstance(padding, str):
+        attrs["auto_pad"] = "SAME_UPPER" if padding == "same" else "VALID"
+    else:
+        pads = _ints(padding, spatial)
+        attrs["pads"] = pads + pads
+    if transposed:
+        attrs["output_padding"] = _ints(output_padding, spatial)
+    t.emit("ConvTranspose" if transposed else "Conv", [x, w] + ([b] if b else []), **attrs)
+
+
+@op("conv1d", "conv2d", "conv3d", params="input weight bias stride padding dilation groups")
+def conv(t, n, c):
+    _conv(t, c.tensor(), c.tensor("weight"), c.tensor("bias") if c.get("bias") is not None else "",
+          c.val("stride", 1), c.val("padding", 0), c.val("dilation", 1), c.val("groups", 1))
+
+
+@op("conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    params="input weight bias stride padding output_padding groups dilation")
+def conv_transpose(t, n, c):
+    _conv(t, c.tensor(), c.tensor("weight"), c.tensor("bias") if c.get("bias") is not None else "",
+          c.val("stride", 1), c.val("padding", 0), c.val("dilation", 1), c.val("groups", 1),
+          transposed=True, output_padding=c.val("output_padding", 0))
+
+
+@op("convolution", params="input weight bias stride padding dilation transposed output_padding groups")
+def convolution(t, n, c):
+    _conv(t, c.tensor(), c.tensor("weight"), c.tensor("bias") if c.get("bias") is not None else "",
+          c.val("stride"), c.val("padding"), c.val("dilation"), c.val("groups"),
+          transposed=c.val("transposed"), output_padding=c.val("output_padding"))
+
+
+def _linear(t, x, w, b):
+    rank = len(t.tensors[x].shape) if x in t.tensors else 0
+    if rank == 2:
+        t.emit("Gemm", [x, w] + ([b] if b else []), transB=1)
+        return
+    w_shape = t.constants[w].shape if w in t.constants else t.tensors[w].shape
+    wt = _temp(t, "weight_t", (w_shape[1], w_shape[0]))
+    t.emit("Transpose", [w], wt, perm=[1, 0])
+    if not b:
+        t.emit("MatMul", [x, wt])
+        return
+    mm = _temp(t, "matmul", _out_shape(t))
+    t.emit("MatMul", [x, wt], mm)
+    t.emit("Add", [mm, b])
+
+
+@op("linear", params="input weight bias")
+def linear(t, n, c):
+    _linear(t, c.tensor(), c.tensor("weight"), c.tensor("bias") if c.get("bias") is not None else "")
+
+
+@op("matmul", "mm", "bmm", params="input other")
+def matmul(t, n, c):
+    other = "other" if "other" in c.raw else "mat2"
+    t.emit("MatMul", [c.tensor(), c.tensor(other)])
+
+
+@op("einsum", params="equation tensors*")
+def einsum(t, n, c):
+    operands = c.get("tensors")
+    t.emit("Einsum", [t.tensor(o) for o in operands], equation=c.val("equation").replace(" ", ""))
+
+
+@op("scaled_dot_product_attention",
+    params="query key value attn_mask dropout_p is_causal scale enable_gqa")
+def sdpa(t, n, c):
+    """softmax(Q·Kᵀ·scale + mask)·V, with the scale frozen to the original head size."""
+    if c.val("is_causal", False) or c.val("enable_gqa", False) or c.val("dropout_p", 0.0):
+        raise Untranslatable("causal, GQA or dropout attention")
+    q, k, v = c.tensor("query"), c.tensor("key"), c.tensor("value")
+    qs, ks = t.shape(c.get("query")), t.shape(c.get("key"))
+    scale = c.val("scale") or 1.0 / math.sqrt(qs[-1])
+    kt = _temp(t, "key_t", ks[:-2] + (ks[-1], ks[-2]))
+    t.emit("Transpose", [k], kt, perm=list(range(len(ks) - 2)) + [len(ks) - 1, len(ks) - 2])
+    logits_shape = tuple(np.broadcast_shapes(qs[:-2], ks[:-2])) + (qs[-2], ks[-2])
+    logits = _temp(t, "logits", logits_shape)
+    t.emit("MatMul", [q, kt], logits)
+    scaled = _temp(t, "scaled", logits_shape)
+    t.emit("Mul", [logits, t.constant(np.array(scale, np.float32))], scaled)
+    if c.get("attn_mask") is not None:
+        masked = _temp(t, "masked", logits_shape)
+        t.emit("Add", [scaled, c.tensor("attn_mask")], masked)
+        scaled = masked
+    probs = _temp(t, "probs", logits_shape)
+    t.emit("Softmax", [scaled], probs, axis=-1)
+    t.pin(probs, "attention probabilities span sequence positions")
+    t.emit("MatMul", [probs, v])
+    if c.val("scale") is None:
+        node, path = n, c.path("scale") if "scale" in c.loc else None
+
+        def freeze_scale(changed) -> bool:
+            if not changed(c.get("query"), len(qs) - 1):
+                return False
+            node.kwargs = {**node.kwargs, "scale": float(scale)} if path is None or path[0] == "kwargs" \
+                else node.kwargs
+            if path is not None and path[0] == "args":
+                args = list(node.args)
+                args[path[1]] = float(scale)
+                node.args = tuple(args)
+            return True
+        t.model.fixups.append(freeze_scale)
+
+
+# -- normalisation ----------------------------------------------------------------
+
+def _batch_norm(t, x, weight, bias, mean, var, eps, channels):
+    ones = weight or t.constant(np.ones(channels, np.float32), "ones")
+    zeros = bias or t.constant(np.zeros(channels, np.float32), "zeros")
+    if mean is None or var is None:  # batch statistics: still per channel
+        mean = t.constant(np.zeros(channels, np.float32), "mean")
+        var = t.constant(np.ones(channels, np.float32), "var")
+    t.emit("BatchNormalization", [x, ones, zeros, mean, var], epsilon=float(eps))
+
+
+@op("batch_norm", params="input running_mean running_var weight bias training momentum eps")
+def batch_norm(t, n, c):
+    opt = lambda k: c.tensor(k) if c.get(k) is not None else None  # noqa: E731
+    _batch_norm(t, c.tensor(), opt("weight"), opt("bias"), opt("running_mean"), opt("running_var"),
+                c.val("eps", 1e-5), t.shape(c.get("input"))[1])
+
+
+@op("layer_norm", params="input normalized_shape weight bias eps")
+def layer_norm(t, n, c):
+    shape = _ints(c.val("normalized_shape"))
+    inputs = [c.tensor()]
+    for k in ("weight", "bias"):
+        if c.get(k) is not None:
+            inputs.append(c.tensor(k))
+    node = t.emit("LayerNormalization", inputs, axis=-len(shape), epsilon=float(c.val("eps", 1e-5)))
+    node.attrs["normalized_shape"] = shape
+    rank = len(_out_shape(t))
+    for j, raw in enumerate(_list(c.get("normalized_shape"))):
+        if raw is not None:
+            t.bind(node, "normalized_shape", j, c.path("normalized_shape", j), shape[j])
+    del rank
+
+
+def _list(raw):
+    return list(raw) if isinstance(raw, (list, tuple)) else [raw]
+
+
+# -- elementwise ------------------------------------------------------------------
+
+UNARY = {
+    "relu": "Relu", "relu_": "Relu", "sigmoid": "Sigmoid", "sigmoid_": "Sigmoid", "tanh": "Tanh",
+    "gelu": "Gelu", "silu": "Swish", "silu_": "Swish", "hardswish": "HardSwish",
+    "hardswish_": "HardSwish", "hardsigmoid": "HardSigmoid", "hardsigmoid_": "HardSigmoid",
+    "mish": "Mish", "elu": "Elu", "selu": "Selu", "leaky_relu": "LeakyRelu", "softplus": "Softplus",
+    "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "rsqrt": "Reciprocal", "neg": "Neg", "abs": "Abs",
+    "erf": "Erf", "sin": "Sin", "cos": "Cos", "reciprocal": "Reciprocal",
+    "contiguous": "Identity", "clone": "Identity", "alias": "Identity", "detach": "Identity",
+    "dropout": "Identity", "dropout_": "Identity", "feature_dropout": "Identity", "dropout1d": "Identity",
+    "dropout2d": "Identity", "dropout3d": "Identity", "alpha_dropout": "Identity",
+    "stochastic_depth": "Identity", "lift_fresh_copy": "Identity", "float": "Identity",
+    "to": "Identity", "type_as": "Identity", "clamp": "Clip", "clamp_min": "Clip", "clamp_max": "Clip",
+    "hardtanh": "Clip", "hardtanh_": "Clip", "relu6": "Clip",
+}
+
+
+@op(*UNARY, params="input")
+def unary(t, n, c):
+    name = _target_name(n)
+    if name in ("dropout", "dropout_", "stochastic_depth", "feature_dropout") and (
+            c.val("train", False) or c.val("training", False)):
+        raise Untranslatable("dropout in training mode")
+    if name in ("clamp", "clamp_min", "clamp_max") and any(
+            t.is_tensor(a) for a in list(n.args[1:]) + list(n.kwargs.values())):
+        raise Untranslatable("clamp by a tensor")
+    if name in ("to", "type_as") and _out_shape(t) != t.shape(c.get("input")):
+        raise Untranslatable("conversion changes the shape")
+    t.emit(UNARY[name], [c.tensor()])
+
+
+BINARY = {"add": "Add", "iadd": "Add", "add_": "Add", "sub": "Sub", "isub": "Sub", "sub_": "Sub",
+          "mul": "Mul", "imul": "Mul", "mul_": "Mul", "div": "Div", "truediv": "Div",
+          "itruediv": "Div", "div_": "Div", "pow": "Pow", "maximum": "Max", "minimum": "Min",
+          "eq": "Equal", "ne": "Equal", "lt": "Less", "gt": "Greater", "le": "LessOrEqual",
+          "ge": "GreaterOrEqual", "logical_and": "And", "logical_or": "Or", "rsub": "Sub"}
+
+
+@op(*BINARY, params="input other alpha")
+def binary(t, n, c):
+    name = _target_name(n)
+    a, b = c.get("input"), c.get("other")
+    if name == "rsub":
+        a, b = b, a
+    if not (t.is_tensor(a) or t.is_tensor(b)):
+        raise Untranslatable("no tensor operand")
+    b_name = t.tensor(b)
+    alpha = c.val("alpha", 1)
+    if alpha not in (None, 1):
+        scaled = _temp(t, "alpha", t.shape(b) if t.is_tensor(b) else ())
+        t.emit("Mul", [b_name, t.constant(np.array(alpha, np.float32))], scaled)
+        b_name = scaled
+    t.emit(BINARY[name], [t.tensor(a), b_name])
+
+
+@op("where", params="condition input other")
+def where(t, n, c):
+    t.emit("Where", [c.tensor("condition"), c.tensor("input"), c.tensor("other")])
+
+
+@op("masked_fill", "masked_fill_", params="input mask value")
+def masked_fill(t, n, c):
+    value = c.val("value")
+    fill = c.tensor("value") if t.is_tensor(c.get("value")) else t.constant(np.array(value, np.float32))
+    t.emit("Where", [c.tensor("mask"), fill, c.tensor()])
+
+
+# -- layout -------------------------------------------------------------------------
+
+@op("view", "reshape", "_unsafe_view", params="input size*")
+def view(t, n, c):
+    key = "size" if "size" in c.raw else "shape"
+    node = _reshape(t, c.tensor())
+    out = _out_shape(t)
+    for j, raw in enumerate(_list(c.get(key))):
+        if raw != -1 and j < len(out):
+            t.bind(node, 1, j, c.path(key, j), out[j])
+
+
+@op("unflatten", params="input dim sizes")
+def unflatten(t, n, c):
+    node = _reshape(t, c.tensor())
+    rank_in = len(t.shape(c.get("input")))
+    dim = c.val("dim") % rank_in
+    out = _out_shape(t)
+    for j, raw in enumerate(_list(c.get("sizes"))):
+        if raw != -1:
+            t.bind(node, 1, dim + j, c.path("sizes", j), out[dim + j])
+
+
+@op("flatten", "squeeze", "unsqueeze", "squeeze_", "unsqueeze_", "expand_as", "view_as", "reshape_as",
+    params="input")
+def reshape_like(t, n, c):
+    name = _target_name(n)
+    if name == "expand_as" and t.shape(c.get("input")) != _out_shape(t):
+        return expand(t, n, c)
+    _reshape(t, c.tensor())
+
+
+@op("expand", params="input size*")
+def expand(t, n, c):
+    out = _out_shape(t)
+    node = t.emit("Expand", [c.tensor(), t.constant(np.array(out, np.int64))])
+    if "size" in c.raw:
+        for j, raw in enumerate(_list(c.get("size"))):
+            if raw != -1:
+                t.bind(node, 1, j, c.path("size", j), out[j])
+
+
+@op("permute", params="input dims*")
+def permute(t, n, c):
+    rank = len(_out_shape(t))
+    t.emit("Transpose", [c.tensor()], perm=[d % rank for d in _ints(c.val("dims"))])
+
+
+@op("transpose", "swapaxes", "swapdims", "transpose_", params="input dim0 dim1")
+def transpose(t, n, c):
+    rank = len(_out_shape(t))
+    perm = list(range(rank))
+    a, b = c.val("dim0") % rank, c.val("dim1") % rank
+    perm[a], perm[b] = perm[b], perm[a]
+    t.emit("Transpose", [c.tensor()], perm=perm)
+
+
+@op("t", "numpy_T", params="input")
+def transpose_2d(t, n, c):
+    rank = len(_out_shape(t))
+    t.emit("Transpose", [c.tensor()], perm=list(reversed(range(rank))))
+
+
+@op("cat", "concat", "concatenate", params="tensors dim")
+def cat(t, n, c):
+    tensors = [x for x in c.get("tensors") if not (t.is_tensor(x) and 0 in t.shape(x))]
+    rank = len(_out_shape(t))
+    t.emit("Concat", [t.tensor(x) for x in tensors], axis=c.val("dim", 0) % rank)
+
+
+@op("stack", params="tensors dim")
+def stack(t, n, c):
+    out = _out_shape(t)
+    axis = c.val("dim", 0) % len(out)
+    pieces = []
+    for x in c.get("tensors"):
+        shape = list(t.shape(x))
+        shape.insert(axis, 1)
+        piece = _temp(t, "stacked", shape)
+        _reshape(t, t.tensor(x), piece, shape)
+        pieces.append(piece)
+    t.emit("Concat", pieces, axis=axis)
+
+
+def _split(t, n, c, x_raw, axis, sizes, bind_key=None):
+    x = t.tensor(x_raw)
+    outputs = [t.output(str(i)) for i in range(len(sizes))]
+    base = t.shape(x_raw)
+    for name, size in zip(outputs, sizes):
+        shape = list(base)
+        shape[axis] = size
+        t.set_shape(name, shape)
+    node = t.emit("Split", [x, t.constant(np.array(sizes, np.int64))], outputs, axis=axis)
+    return node
+
+
+@op("split", "split_with_sizes", params="input split_size_or_sections dim")
+def split(t, n, c):
+    key = next(k for k in ("split_size_or_sections", "split_size", "split_sizes") if k in c.raw)
+    axis = c.val("dim", 0) % len(t.shape(c.get("input")))
+    size = t.shape(c.get("input"))[axis]
+    spec = c.val(key)
+    sizes = _ints(spec) if isinstance(spec, (list, tuple)) else [min(spec, size - i) for i in range(0, size, spec)]
+    node = _split(t, n, c, c.get("input"), axis, sizes)
+    _resize_split_later(t, n, c, node, key, axis)
+
+
+@op("chunk", params="input chunks dim")
+def chunk(t, n, c):
+    axis = c.val("dim", 0) % len(t.shape(c.get("input")))
+    sizes = [s.shape[axis] for s in t.info(n)]
+    node = _split(t, n, c, c.get("input"), axis, sizes)
+    _resize_split_later(t, n, c, node, "chunks", axis)
+
+
+def _resize_split_later(t, n, c, node, key, axis):
+    """After a prune, uneven pieces need explicit sizes: the call becomes ``split(sizes)``."""
+    def rewrite(changed, graph=None, node=node) -> bool:
+        if not changed(c.get("input"), axis):
+            return False
+        sizes = [int(v) for v in graph.constants[node.inputs[1]]]
+        n.target = torch.split if n.op == "call_function" and not isinstance(n.target, torch._ops.OpOverload) \
+            else (torch.ops.aten.split_with_sizes.default if n.op == "call_function" else "split")
+        args = [n.args[0] if n.args else n.kwargs.get("input", n.kwargs.get("self"))]
+        n.args = (args[0], sizes, axis)
+        n.kwargs = {}
+        return True
+    rewrite.needs_graph = True
+    t.model.fixups.append(rewrite)
+
+
+@op("unbind", params="input dim")
+def unbind(t, n, c):
+    x_raw = c.get("input")
+    axis = c.val("dim", 0) % len(t.shape(x_raw))
+    count = t.shape(x_raw)[axis]
+    node_outputs = []
+    base = list(t.shape(x_raw))
+    base[axis] = 1
+    for i in range(count):
+        name = _temp(t, f"piece{i}", base)
+        node_outputs.append(name)
+    t.emit("Split", [t.tensor(x_raw), t.constant(np.ones(count, np.int64))], node_outputs, axis=axis)
+    for i, piece in enumerate(node_outputs):
+        shape = list(t.shape(x_raw))
+        del shape[axis]
+        t.set_shape(t.output(str(i)), shape)
+        _reshape(t, piece, t.output(str(i)), shape)
+
+
+@op("slice", params="input dim start end step")
+def slice_(t, n, c):
+    rank = len(t.shape(c.get("input")))
+    axis = c.val("dim", 0) % rank
+    node = _emit_slice(t, c.tensor(), axis, c.val("start"), c.val("end"), c.val("step", 1), None)
+    for slot, key in ((1, "start"), (2, "end")):
+        raw = c.get(key)
+        if raw is not None and key in c.loc:
+            t.bind(node, slot, 0, c.path(key), c.val(key))
+
+
+def _emit_slice(t, x, axis, start, end, step, out):
+    start = 0 if start is None else int(start)
+    end = BIG if end is None else min(int(end), BIG)
+    return t.emit("Slice", [x, t.constant(np.array([start], np.int64)), t.constant(np.array([end], np.int64)),
+                            t.constant(np.array([axis], np.int64)),
+                            t.constant(np.array([step or 1], np.int64))], out)
+
+
+@op("select", params="input dim index")
+def select(t, n, c):
+    rank = len(t.shape(c.get("input")))
+    t.emit("Gather", [c.tensor(), t.constant(np.array(c.val("index"), np.int64))],
+           axis=c.val("dim") % rank)
+
+
+@op("narrow", params="input dim start length")
+def narrow(t, n, c):
+    rank = len(t.shape(c.get("input")))
+    start = c.val("start")
+    _emit_slice(t, c.tensor(), c.val("dim") % rank, start, start + c.val("length"), 1, None)
+
+
+@op("index", params="input indices")
+def index(t, n, c):
+    indices = c.get("indices")
+    present = [i for i, x in enumerate(indices) if x is not None]
+    if len(present) != 1:
+        raise Untranslatable("advanced indexing with several index tensors")
+    t.emit("Gather", [c.tensor(), t.tensor(indices[present[0]])], axis=present[0])
+
+
+@op("roll", params="input shifts dims")
+def roll(t, n, c):
+    """``roll`` is two slices and a concat along each rolled axis."""
+    shape = list(t.shape(c.get("input")))
+    rank = len(shape)
+    shifts, dims = _ints(c.val("shifts")), _ints(c.val("dims", []) or [])
+    if not dims:
+        raise Untranslatable("roll over the flattened tensor")
+    cur = c.tensor()
+    for k, (shift, dim) in enumerate(zip(shifts, dims)):
+        dim %= rank
+        size = shape[dim]
+        shift %= size
+        last = k == len(dims) - 1
+        out = t.output() if last else _temp(t, "rolled", shape)
+        if shift == 0:
+            t.emit("Identity", [cur], out)
+        else:
+            head = list(shape)
+            head[dim] = shift
+            tail = list(shape)
+            tail[dim] = size - shift
+            a = _temp(t, "roll_head", head)
+            b = _temp(t, "roll_tail", tail)
+            _emit_slice(t, cur, dim, size - shift, size, 1, a)
+            _emit_slice(t, cur, dim, 0, size - shift, 1, b)
+            t.emit("Concat", [a, b], out, axis=dim)
+        cur = out
+
+
+@op("getitem", params="input index")
+def getitem(t, n, c):
+    source = c.get("input")
+    if not t.is_tensor(source):  # an element of a tuple-valued call
+        key = c.val("index")
+        alias = f"{t.model.ir_name.get(source.name, source.name)}#{key}"
+        if alias not in t.tensors:
+            raise Untranslatable(f"element {key} of '{source.name}' is unknown")
+        t.model.ir_name[n.name] = alias
+        return
+    _tensor_index(t, n, c)
+
+
+def _tensor_index(t, n, c):
+    """``x[...]`` as a chain of Slice / Gather / Reshape (for ``None``) along the current axis."""
+    raw = c.get("index")
+    items = list(raw) if isinstance(raw, tuple) else [raw]
+    base = c.path("index")
+    paths = [base + (k,) for k in range(len(items))] if isinstance(raw, tuple) else [base]
+    values = [t.value(item) if not t.is_tensor(item) else item for item in items]
+    kinds = []
+    for item, value in zip(items, values):
+        if item is Ellipsis or value is Ellipsis:
+            kinds.append("ellipsis")
+        elif item is None:
+            kinds.append("none")
+        elif isinstance(value, slice):
+            kinds.append("slice")
+        elif isinstance(value, int):
+            kinds.append("int")
+        elif t.is_tensor(item) and len(t.shape(item)) == 1:
+            kinds.append("tensor")
+        else:
+            raise Untranslatable(f"index {value!r}")
+    if "tensor" in kinds and ("int" in kinds or kinds.count("tensor") > 1):
+        raise Untranslatable("advanced indexing with several indices")
+    cur, shape, pos = c.tensor(), list(t.shape(c.get("input"))), 0
+    ops = []
+    for k, (kind, item, value, path) in enumerate(zip(kinds, items, values, paths)):
+        if kind == "ellipsis":
+            pos = len(shape) - sum(1 for q in kinds[k + 1:] if q in ("slice", "int", "tensor"))
+        elif kind == "none":
+            shape.insert(pos, 1)
+            ops.append(("reshape", pos, None, path, list(shape)))
+            pos += 1
+        elif kind == "slice":
+            if not (value.start in (None, 0) and value.stop is None and value.step in (None, 1)):
+                shape[pos] = len(range(*value.indices(shape[pos])))
+                ops.append(("slice", pos, (item, value), path, list(shape)))
+            pos += 1
+        elif kind == "int":
+            del shape[pos]
+            ops.append(("int", pos, value, path, list(shape)))
+        else:
+            shape[pos] = t.shape(item)[0]
+            ops.append(("tensor", pos, item, path, list(shape)))
+            pos += 1
+    if not ops:
+        t.emit("Identity", [cur])
+        return
+    for k, (kind, axis, payload, path, out_shape) in enumerate(ops):
+        out = t.output() if k == len(ops) - 1 else _temp(t, "indexed", out_shape)
+        if kind == "reshape":
+            _reshape(t, cur, out, out_shape)
+        elif kind == "int":
+            t.emit("Gather", [cur, t.constant(np.array(payload, np.int64))], out, axis=axis)
+        elif kind == "tensor":
+            t.emit("Gather", [cur, t.tensor(payload)], out, axis=axis)
+        else:
+            raw_slice, sl = payload
+            node = _emit_slice(t, cur, axis, sl.start, sl.stop, sl.step, out)
+            for slot, attr in ((1, "start"), (2, "stop")):
+                if isinstance(raw_slice, slice) and getattr(raw_slice, attr) is not None:
+                    t.bind(node, slot, 0, path + (attr,), getattr(sl, attr))
+        cur = out
+
+
+# -- reductions, pooling, resampling ------------------------------------------------
+
+@op("mean", "sum", "amax", "amin", params="input dim keepdim")
+def reduce(t, n, c):
+    rank = len(t.shape(c.get("input")))
+    dims = c.val("dim")
+    axes = list(range(rank)) if dims in (None, []) else [d % rank for d in _ints(dims)]
+    keep = int(bool(c.val("keepdim", False)))
+    name = {"mean": "ReduceMean", "sum": "ReduceSum", "amax": "ReduceMax", "amin": "ReduceMin"}[_target_name(n)]
+    if name == "ReduceSum":
+        t.emit(name, [c.tensor(), t.constant(np.array(axes, np.int64))], keepdims=keep)
+    else:
+        t.emit(name, [c.tensor()], axes=axes, keepdims=keep)
+
+
+@op("linalg_vector_norm", "norm", params="input ord dim keepdim")
+def vector_norm(t, n, c):
+    rank = len(t.shape(c.get("input")))
+    dims = c.val("dim")
+    axes = list(range(rank)) if dims in (None, []) else [d % rank for d in _ints(dims)]
+    t.emit("ReduceL2" if c.val("ord", 2) in (2, 2.0, None) else "ReduceL1", [c.tensor()], axes=axes,
+           keepdims=int(bool(c.val("keepdim", False))))
+
+
+@op("softmax", "log_softmax", "_softmax", params="input dim")
+def softmax(t, n, c):
+    rank = len(_out_shape(t))
+    t.emit("LogSoftmax" if "log" in _target_name(n) else "Softmax", [c.tensor()], axis=c.val("dim") % rank)
+
+
+def _pool(t, c, kind):
+    t.emit(kind, [c.tensor()])
+
+
+@op("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool2d",
+    params="input output_size")
+def adaptive_avg_pool(t, n, c):
+    if all(s == 1 for s in _out_shape(t)[2:]):
+        t.emit("GlobalAveragePool", [c.tensor()])
+    else:
+        t.emit("AveragePool", [c.tensor()])
+
+
+@op("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", params="input output_size")
+def adaptive_max_pool(t, n, c):
+    if isinstance(t.info(n), list):
+        raise Untranslatable("pooling indices encode channel positions")
+    t.emit("GlobalMaxPool" if all(s == 1 for s in _out_shape(t)[2:]) else "MaxPool", [c.tensor()])
+
+
+@op("max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    params="input kernel_size stride padding")
+def pool(t, n, c):
+    if isinstance(t.info(n), list):
+        raise Untranslatable("pooling indices encode channel positions")
+    t.emit("MaxPool" if "max" in _target_name(n) else "AveragePool", [c.tensor()])
+
+
+@op("interpolate", "upsample_bilinear2d", "upsample_nearest2d", "upsample_bicubic2d", params="input")
+def interpolate(t, n, c):
+    out = _out_shape(t)
+    t.emit("Resize", [c.tensor(), "", "", t.constant(np.array(out, np.int64))], mode="linear")
+
+
+@op("pad", "constant_pad_nd", params="input pad mode value")
+def pad(t, n, c):
+    if c.val("mode", "constant") not in ("constant", None):
+        raise Untranslatable(f"{c.val('mode')} padding")
+    spec = _ints(c.val("pad"))
+    rank = len(t.shape(c.get("input")))
+    begins, ends = [0] * rank, [0] * rank
+    for k in range(len(spec) // 2):
+        begins[rank - 1 - k], ends[rank - 1 - k] = spec[2 * k], spec[2 * k + 1]
+    t.emit("Pad", [c.tensor(), t.constant(np.array(begins + ends, np.int64))])
+
+
+# -- leaf modules --------------------------------------------------------------------
+
+def _param(t: Translator, n: fx.Node, attr: str) -> str:
+    """A leaf module's parameter or buffer as a constant named by its state_dict name."""
+    name = f"{n.target}.{attr}"
+    if name not in t.constants:
+        value = _fetch(t.gm, name)
+        t.constants[name] = value.detach().cpu().numpy()
+        t.model.params[name] = value
+    return name
+
+
+def _module(t: Translator, n: fx.Node, m: nn.Module) -> None:
+    x = t.tensor(n.args[0]) if n.args else t.tensor(next(iter(n.kwargs.values())))
+    opt = lambda a: _param(t, n, a) if getattr(m, a, None) is not None else ""  # noqa: E731
+    if isinstance(m, nn.modules.conv._ConvNd):
+        if m.padding_mode != "zeros":
+            raise Untranslatable(f"{m.padding_mode} padding")
+        _conv(t, x, _param(t, n, "weight"), opt("bias"), m.stride, m.padding, m.dilation, m.groups,
+              transposed=m.transposed, output_padding=m.output_padding)
+    elif isinstance(m, nn.Linear):
+        _linear(t, x, _param(t, n, "weight"), opt("bias"))
+    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        use_stats = m.running_mean is not None
+        _batch_norm(t, x, opt("weight") or None, opt("bias") or None,
+                    _param(t, n, "running_mean") if use_stats else None,
+                    _param(t, n, "running_var") if use_stats else None, m.eps, m.num_features)
+    elif isinstance(m, nn.LayerNorm):
+        inputs = [x] + [p for p in (opt("weight"), opt("bias")) if p]
+        node = t.emit("LayerNormalization", inputs, axis=-len(m.normalized_shape), epsilon=float(m.eps))
+        node.attrs["normalized_shape"] = list(m.normalized_shape)
+    elif isinstance(m, nn.Embedding):
+        t.emit("Gather", [_param(t, n, "weight"), x], axis=0)
+    elif isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)):
+        if m.training and not isinstance(m, nn.Identity):
+            raise Untranslatable("dropout in training mode")
+        t.emit("Identity", [x])
+    elif isinstance(m, (nn.ReLU6, nn.Hardtanh)):
+        t.emit("Clip", [x])
+    elif type(m).__name__ in MODULE_UNARY:
+        t.emit(MODULE_UNARY[type(m).__name__], [x])
+    elif isinstance(m, (nn.Softmax, nn.LogSoftmax)):
+        rank = len(_out_shape(t))
+        t.emit("Softmax" if isinstance(m, nn.Softmax) else "LogSoftmax", [x], axis=(m.dim or 0) % rank)
+    elif isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+        t.emit("GlobalAveragePool" if all(s == 1 for s in _out_shape(t)[2:]) else "AveragePool", [x])
+    elif isinstance(m, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+                        nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+        if getattr(m, "return_indices", False):
+            raise Untranslatable("pooling indices encode channel positions")
+        t.emit("MaxPool", [x])
+    elif isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+        t.emit("AveragePool", [x])
+    elif isinstance(m, (nn.Flatten, nn.Unflatten)):
+        _reshape(t, x)
+    elif isinstance(m, nn.Upsample):
+        t.emit("Resize", [x, "", "", t.constant(np.array(_out_shape(t), np.int64))], mode="linear")
+    else:
+        raise Untranslatable(f"no translation for module {type(m).__name__}")
+
+
+MODULE_UNARY = {
+    "ReLU": "Relu", "SiLU": "Swish", "GELU": "Gelu", "Sigmoid": "Sigmoid", "Tanh": "Tanh",
+    "Hardswish": "HardSwish", "Hardsigmoid": "HardSigmoid", "LeakyReLU": "LeakyRelu", "ELU": "Elu",
+    "SELU": "Selu", "Mish": "Mish", "Softplus": "Softplus", "PReLU": None,
+}
+MODULE_UNARY = {k: v for k, v in MODULE_UNARY.items() if v}
+
+
+# -- dispatch --------------------------------------------------------------------------
+
+def handler_for(t: Translator, n: fx.Node):
+    if n.op == "call_module":
+        m = t.gm.get_submodule(n.target)
+        return lambda t_, n_: _module(t_, n_, m)
+    name = _target_name(n)
+    if n.op == "call_function" and isinstance(n.target, type):
+        return _pack
+    entry = HANDLERS.get(name)
+    if entry is None:
+        return None
+    fn, params = entry
+    return lambda t_, n_: fn(t_, n_, Call(t_, n_, params))
+
+
+def _pack(t: Translator, n: fx.Node) -> None:
+    """A container constructor (a namedtuple of outputs): its elements alias the inputs."""
+    for i, arg in enumerate(n.args):
+        if t.is_tensor(arg):
+            t.model.ir_name[f"{n.name}#{i}"] = t.tensor(arg)
+    raise Untranslatable("container of outputs")
+
+
+def translate(module, gm: fx.GraphModule, tracer: str, example_inputs):
+    return build(module, gm, tracer, example_inputs, handler_for)
+
+
+__all__ = ["HANDLERS", "translate", "operator", "F"]
