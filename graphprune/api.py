@@ -103,6 +103,8 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
     if plan is not None:
         settings = {"plan": str(plan) if not isinstance(plan, dict) else "(report dict)"}
     report = build_report(step.plan, step.sliced, outcome.params, outcome.macs, verification, settings)
+    if plan is not None:
+        report["plan_skipped"] = step.plan.skipped
     if not verification.ok:
         raise VerificationError(f"verification failed: {verification.message}", verification)
     return PruneResult(pruned, report, step.plan, verification)

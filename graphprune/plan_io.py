@@ -7,6 +7,12 @@ rebuilds the :class:`~graphprune.selection.Plan`: for each group, the first
 reported parameter decides which channels go, and every other reported
 parameter of the group must agree — a plan that splits a channel, prunes a
 pinned group, or names unknown tensors is refused with the tensor named.
+
+Reports are keyed by parameter (``state_dict``) names, so a plan made on a
+PyTorch module replays on its ONNX export and vice versa. Across formats,
+names the other side does not have (BatchNorm parameters an exporter folded
+into the conv, say) are skipped and listed; every group is still decided by
+the names both sides share, and a plan sharing no name is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ from .errors import InputError, PlanError
 from .selection import Plan
 
 
-def read_plan(source) -> dict[str, dict[int, np.ndarray]]:
+class KeptIndices(dict):
+    """``{name: {axis: kept indices}}``; ``origin`` is the format the plan was made on."""
+
+    origin = "onnx"
+
+
+def read_plan(source) -> KeptIndices:
     """Kept indices per initializer and axis, from a report dict or a JSON file."""
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -35,20 +47,30 @@ def read_plan(source) -> dict[str, dict[int, np.ndarray]]:
     if not isinstance(entries, dict):
         raise PlanError("the plan has no 'initializers' section ({name: {axis: [kept indices]}})")
     try:
-        return {name: {int(axis): np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()}
-                for name, axes in entries.items()}
+        kept = KeptIndices({name: {int(axis): np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()}
+                            for name, axes in entries.items()})
     except (TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"malformed 'initializers' entry in the plan: {exc}") from exc
+    kept.origin = "torch" if "torch" in source else "onnx"
+    return kept
 
 
-def plan_from_kept(analysis: ChannelAnalysis, kept: dict[str, dict[int, np.ndarray]]) -> Plan:
+def plan_from_kept(analysis: ChannelAnalysis, kept: dict[str, dict[int, np.ndarray]],
+                   target: str = "onnx") -> Plan:
+    """Rebuild a plan; ``target`` is this model's format ("onnx" or "torch")."""
     plan = Plan(analysis)
     table = analysis.table
+    cross_format = getattr(kept, "origin", target) != target
+    matched = 0
     for name, axes in kept.items():
         for axis, indices in axes.items():
             did = table.ids.get((name, axis))
+            if did is None and cross_format and name not in analysis.graph.constants:
+                plan.skipped.append(name)
+                continue
             if did is None:
                 raise PlanError(f"plan names '{name}' axis {axis}, which this model has no channel axis for")
+            matched += 1
             group = analysis.groups[analysis.group_of[did]]
             size = table.sizes[did]
             if indices.size and (indices.min() < 0 or indices.max() >= size or np.any(np.diff(indices) <= 0)):
@@ -61,6 +83,9 @@ def plan_from_kept(analysis: ChannelAnalysis, kept: dict[str, dict[int, np.ndarr
                     raise PlanError(f"kept indices of '{name}' axis {axis} disagree with the rest of its group")
             else:
                 plan.removed[group.id] = removed
+    if kept and not matched:
+        raise PlanError(f"the plan names none of this model's parameters (first: '{next(iter(kept))}'); "
+                        "was it made on another model?")
     return plan
 
 

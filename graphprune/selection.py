@@ -33,6 +33,7 @@ class Plan:
 
     analysis: ChannelAnalysis
     removed: dict[int, np.ndarray] = field(default_factory=dict)  # group id -> bool mask
+    skipped: list[str] = field(default_factory=list)  # replayed names this model lacks (cross-format)
 
     def kept(self, did: int) -> np.ndarray | None:
         """Kept element indices of dim ``did`` (ascending), or None if untouched."""

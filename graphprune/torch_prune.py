@@ -93,7 +93,7 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         analysis.pin_matching(keep)
     fallbacks = 0
     if plan_source is not None:
-        plan = plan_from_kept(analysis, read_plan(plan_source))
+        plan = plan_from_kept(analysis, read_plan(plan_source), target="torch")
     else:
         if criterion in TORCH_CRITERIA:
             scores, fallbacks = torch_importance(traced, analysis, criterion, inputs, loss_fn)
@@ -128,6 +128,7 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         "rewritten_literals": emission.literals,
         "untranslated_calls": traced.untranslated,
         "importance_fallbacks": fallbacks,
+        "plan_skipped": plan.skipped,
         "seconds": round(time.perf_counter() - start, 3),
     }
     _set_mode(pruned, was_training)
