@@ -66,7 +66,7 @@ class Graph:
         self.source = source  # front-end specific origin (ModelProto, GraphModule)
         self.folded: dict[str, set[str]] = {}  # constant name -> tensors whose sizes it was computed from
         self.pristine: dict[str, tuple[np.ndarray, Any]] = {}  # name -> (array as loaded, its source tensor)
-        self.pinned: dict[str, str] = {}  # tensor -> why every axis of it must stay (front-end knowledge)
+        self.pinned: dict = {}  # tensor or (tensor, axis) -> why it must stay (front-end knowledge)
 
     # -- queries -----------------------------------------------------------
     def shape(self, tensor: str) -> Shape | None:

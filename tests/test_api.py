@@ -53,6 +53,8 @@ def test_importance_criteria_rank_differently(resnet):
     l2 = graphprune.prune(resnet, ratio=0.5, importance="l2", verify=False).report
     assert l1["initializers"] != l2["initializers"]
     with pytest.raises(graphprune.InputError, match="unknown importance"):
+        graphprune.prune(resnet, ratio=0.5, importance="fisher")
+    with pytest.raises(graphprune.InputError, match="needs the PyTorch model"):
         graphprune.prune(resnet, ratio=0.5, importance="taylor")
 
 

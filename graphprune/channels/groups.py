@@ -95,9 +95,12 @@ def _run_rules(graph: Graph) -> DimTable:
         _pin_axes(table, name, f"graph input '{name}'")
     for name in graph.outputs:
         _pin_axes(table, name, f"graph output '{name}'")
-    for name, reason in graph.pinned.items():
-        if graph.shape(name) is not None:
-            _pin_axes(table, name, reason)
+    for key, reason in graph.pinned.items():
+        if isinstance(key, tuple):  # one axis of a tensor
+            if graph.shape(key[0]) is not None:
+                table.pin(table.dim(*key), reason)
+        elif graph.shape(key) is not None:
+            _pin_axes(table, key, reason)
     for node in graph.nodes:
         ctx = RuleContext(table, node)
         rule = rule_for(node.op, node.domain)

@@ -293,7 +293,8 @@ class Translator:
     def bind(self, ir_node: Node, slot, index: int, path: tuple, old: int) -> None:
         self.model.bindings.append(Binding(ir_node, slot, index, self.current, path, int(old)))
 
-    def pin(self, tensor: str, reason: str) -> None:
+    def pin(self, tensor, reason: str) -> None:
+        """Pin every axis of ``tensor``, or one axis when given ``(tensor, axis)``."""
         self.pinned.setdefault(tensor, reason)
 
 

@@ -198,7 +198,7 @@ def sdpa(t, n, c):
         scaled = masked
     probs = _temp(t, "probs", logits_shape)
     t.emit("Softmax", [scaled], probs, axis=-1)
-    t.pin(probs, "attention probabilities span sequence positions")
+    t.pin((probs, len(logits_shape) - 1), "attention keys are positions, not channels")
     t.emit("MatMul", [probs, v])
     if c.val("scale") is None:
         node, path = n, c.path("scale") if "scale" in c.loc else None

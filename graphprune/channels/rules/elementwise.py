@@ -5,7 +5,8 @@ couple each input axis with the result axis it aligns to (numpy rules), so a
 per-channel constant ``[C,1,1]`` is sliced with the activation it scales.
 """
 
-from . import rule
+from ..dims import Unsupported
+from . import emitter, rule
 
 UNARY = (
     "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu",
@@ -39,3 +40,28 @@ def broadcasting(ctx):
     for x in ctx.node.inputs:
         if x:
             ctx.broadcast(x, y)
+
+
+@rule("Expand")
+def expand(ctx):
+    """``Expand(x, shape)`` broadcasts ``x`` to ``shape``: axes of equal size carry
+    through; axes ``x`` lacks or has as 1 are new and stay pinned."""
+    ctx.broadcast(ctx.node.input(0), ctx.node.outputs[0])
+    shape = ctx.node.input(1)
+    if shape and ctx.const(shape) is None:
+        raise Unsupported(f"Expand shape ('{shape}') is computed at run time")
+
+
+@emitter("Expand")
+def expand_shape(ctx):
+    """Entries of the target shape above 1 on pruned axes take the new size."""
+    y = ctx.node.outputs[0]
+    target = ctx.graph.constants[ctx.node.input(1)].copy()
+    lead = len(ctx.graph.shape(y)) - len(target)
+    changed = False
+    for i in range(len(target)):
+        if target[i] > 1 and ctx.changed(y, i + lead):
+            target[i] = ctx.new_size(y, i + lead)
+            changed = True
+    if changed:
+        ctx.replace_constant_input(1, target)
