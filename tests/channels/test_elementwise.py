@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from .graphs import Builder, group_at, kept, prune_ok, sandwich
+from .graphs import Builder, group_at, input_value, kept, prune_ok, sandwich
 
 # (op, opset, attrs, extra constant inputs as (values, dtype) or "" for an absent optional)
 ACTIVATIONS = [
@@ -172,3 +172,28 @@ def test_cast_like_reads_only_the_dtype_of_its_target():
     assert kept(result, "producer_w", 0) == kept(result, "consumer_w", 1)
     assert kept(result, "other_w", 0) == kept(result, "side_w", 1)
     assert len(kept(result, "other_w", 0)) == 3
+
+
+@pytest.mark.parametrize("target", [[1, 8, 8, 8], [2, 8, 8, 8], [8, 1, 1], [1, 1, 8, 8]])
+def test_expand_carries_equal_axes(target):
+    """Expand broadcasts: the channel axis carries through and the target is rewritten."""
+    def middle(b, h):
+        out = b.op("Expand", h, b.ints(target, name="target"), name="expand")
+        if target[0] == 2:  # fold the new batch copies back so the graph output keeps batch 1
+            out = b.op("ReduceSum", out, b.ints([0]), keepdims=1)
+        return out
+    result = prune_ok(sandwich(middle))
+    channels = kept(result, "producer_w", 0)
+    assert channels == kept(result, "consumer_w", 1)
+    new_target = input_value(result.model, "expand", 1).tolist()
+    lead = 4 - len(target)
+    expected = [4 if (i + lead == 1 and t > 1) else t for i, t in enumerate(target)]
+    assert new_target == expected
+
+
+def test_expand_with_a_run_time_shape_pins():
+    def middle(b, h):
+        return b.op("Expand", h, b.op("Shape", h), name="expand")
+    model = sandwich(middle)
+    group = group_at(model, "producer_w", 0)
+    assert group.pinned and "read by Expand" in group.pinned
