@@ -6,7 +6,10 @@ id. A rule states how the elements of its dims are tied together:
 
 * ``same(a, b)``: element *i* of ``a`` is element *i* of ``b`` (activations,
   residual adds, producer rows, consumer columns).
-* ``blocks(fine, coarse, block)``: element *i* of ``fine`` belongs to element
+* ``blocks(fine, coarse, block, modulo)``: element *i* of ``fine`` belongs to
+  element ``(i // block) % modulo`` of ``coarse`` (modulo defaults to the
+  coarse size, i.e. plain ``i // block``; a modulo picks a *middle* axis, the
+  heads of a fused ``[3·H·D] → [3, H, D]`` projection), which is
   ``i // block`` of ``coarse`` (flatten after conv, features into heads,
   channels into conv groups).
 * ``offset(part, whole, start)``: element *j* of ``part`` is element
@@ -37,13 +40,14 @@ class Coupling:
     b: int
     kind: str  # "same" | "blocks" | "offset"
     param: int = 0  # block size or start offset
+    modulo: int = 0  # blocks: wrap coarse indices (a middle axis of a split)
 
     def index_pairs(self, size_a: int) -> tuple[np.ndarray, np.ndarray]:
         ia = np.arange(size_a, dtype=np.int64)
         if self.kind == "same":
             return ia, ia
         if self.kind == "blocks":
-            return ia, ia // self.param
+            return ia, (ia // self.param) % self.modulo if self.modulo else ia // self.param
         return ia, ia + self.param
 
 
@@ -183,11 +187,12 @@ class RuleContext:
                               f"{self.table.label(b)} has {sb}")
         self.table.couplings.append(Coupling(a, b, "same"))
 
-    def blocks(self, fine: int, coarse: int, block: int) -> None:
+    def blocks(self, fine: int, coarse: int, block: int, outer: int = 1) -> None:
+        """``fine`` is ``outer × coarse × block`` elements, outermost first."""
         sf, sc = self._size(fine), self._size(coarse)
-        if sf is not None and sc is not None and sf != sc * block:
-            raise Unsupported(f"{self.table.label(fine)} ({sf}) is not {sc} blocks of {block}")
-        self.table.couplings.append(Coupling(fine, coarse, "blocks", block))
+        if sf is not None and sc is not None and sf != outer * sc * block:
+            raise Unsupported(f"{self.table.label(fine)} ({sf}) is not {outer}×{sc} blocks of {block}")
+        self.table.couplings.append(Coupling(fine, coarse, "blocks", block, sc if outer > 1 else 0))
 
     def offset(self, part: int, whole: int, start: int) -> None:
         sp, sw = self._size(part), self._size(whole)

@@ -64,3 +64,35 @@ def test_attention_softmax_opset_11_over_last_axis():
     """Opset 11 Softmax coerces to 2-D from ``axis``; axis=3 mixes only keys."""
     result = prune_ok(_attention(opset=11))
     assert _whole_heads(kept(result, "q_w", 1))[0]
+
+
+def _fused_attention(fused: int = 3):
+    """One qkv MatMul [C -> 3·H·D] -> Reshape [B,N,3,H,D] -> Transpose [3,B,H,N,D] -> Gather q/k/v."""
+    b = Builder(17)
+    x = b.input([1, N, C])
+    qkv = b.op("MatMul", x, b.weight(C, fused * C, name="qkv_w"), name="qkv")
+    qkv = b.op("Add", qkv, b.weight(fused * C, name="qkv_b"))
+    qkv = b.op("Reshape", qkv, b.ints([1, N, fused, HEADS, D]), name="split_heads")
+    qkv = b.op("Transpose", qkv, perm=[2, 0, 3, 1, 4])
+    q, k, v = (b.op("Gather", qkv, b.ints(i if i < fused else fused - 1), axis=0) for i in range(3))
+    scores = b.op("MatMul", q, b.op("Transpose", k, perm=[0, 1, 3, 2]))
+    attn = b.op("Softmax", scores, axis=-1)
+    out = b.op("Transpose", b.op("MatMul", attn, v), perm=[0, 2, 1, 3])
+    out = b.op("Reshape", out, b.ints([1, N, C]), name="merge")
+    return b.build(b.op("MatMul", out, b.weight(C, C, name="o_w"), name="o"))
+
+
+@pytest.mark.parametrize("fused", [2, 3])
+def test_fused_qkv_prunes_heads_through_the_middle_axis(fused):
+    """``[3·H·D] → [3, H, D]``: heads are the middle axis; row f of the projection is
+    (which ``f // (H·D)``, head ``(f // D) % H``, dim ``f % D``)."""
+    model = _fused_attention(fused)
+    g = group_at(model, "qkv_w", 1)
+    assert g.pinned is None and g.size == HEADS
+    result = prune_ok(model)
+    rows = kept(result, "qkv_w", 1)
+    heads = sorted({(f // D) % HEADS for f in rows})
+    assert len(heads) == HEADS // 2
+    assert rows == [w * C + h * D + d for w in range(fused) for h in heads for d in range(D)]
+    assert kept(result, "o_w", 0) == [h * D + d for h in heads for d in range(D)]
+    assert input_value(result.model, "split_heads", 1).tolist() == [1, N, fused, HEADS // 2, D]

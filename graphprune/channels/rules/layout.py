@@ -6,7 +6,9 @@ groups by running products of the static shapes: a group of one axis ↔ one
 axis is 1:1; one axis ↔ several (``C → C·H·W`` features after flatten, or
 ``H·D → (H, D)`` heads) ties each element of the single axis to the element of
 the *outermost* axis it falls in (``blocks``); the inner axes stay pinned, so
-features are pruned in whole channels and attention in whole heads.
+features are pruned in whole channels and attention in whole heads. A fused
+projection split three ways with a small leading factor (``3·H·D → (3, H, D)``
+for q/k/v, ``2·H·D`` for k/v) ties to the *middle* axis instead, the heads.
 """
 
 from __future__ import annotations
@@ -205,6 +207,21 @@ def axis_groups(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]] | N
     return groups
 
 
+FUSED_FACTOR_MAX = 4  # q/k/v (3) or k/v (2) stacked in front of the heads
+
+
+def _carrier(sizes: list) -> int:
+    """Which of the split axes carries the channels: the heads of a fused projection, else the outermost."""
+    return 1 if len(sizes) == 3 and sizes[0] <= FUSED_FACTOR_MAX else 0
+
+
+def _tie(ctx, flat: str, flat_axis: int, split: str, axes: list[int], sizes: list[int]) -> None:
+    k = _carrier(sizes)
+    block = int(np.prod(sizes[k + 1:]))
+    outer = int(np.prod(sizes[:k]))
+    ctx.blocks(ctx.dim(flat, flat_axis), ctx.dim(split, axes[k]), block, outer)
+
+
 def couple_reshape(ctx, x: str, y: str) -> None:
     sx, sy = ctx.shape(x), ctx.shape(y)
     groups = axis_groups(sx, sy)
@@ -216,9 +233,9 @@ def couple_reshape(ctx, x: str, y: str) -> None:
         if len(ga) == 1 and len(gb) == 1:
             ctx.same(ctx.dim(x, ga[0]), ctx.dim(y, gb[0]))
         elif len(ga) == 1 and gb:
-            ctx.blocks(ctx.dim(x, ga[0]), ctx.dim(y, gb[0]), int(np.prod([sy[b] for b in gb[1:]])))
+            _tie(ctx, x, ga[0], y, gb, [sy[b] for b in gb])
         elif len(gb) == 1 and ga:
-            ctx.blocks(ctx.dim(y, gb[0]), ctx.dim(x, ga[0]), int(np.prod([sx[a] for a in ga[1:]])))
+            _tie(ctx, y, gb[0], x, ga, [sx[a] for a in ga])
 
 
 @rule("Reshape")
