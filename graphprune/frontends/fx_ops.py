@@ -491,6 +491,41 @@ def _emit_slice(t, x, axis, start, end, step, out):
                             t.constant(np.array([step or 1], np.int64))], out)
 
 
+@op("slice_scatter", params="input src dim start end step")
+def slice_scatter(t, n, c):
+    """``input`` with ``[start:end]`` along ``dim`` replaced by ``src``: Concat(head, src, tail)."""
+    if c.val("step", 1) not in (1, None):
+        raise Untranslatable("strided slice_scatter")
+    shape = list(t.shape(c.get("input")))
+    axis = c.val("dim", 0) % len(shape)
+    size = shape[axis]
+    start, end = c.val("start"), c.val("end")
+    start = 0 if start is None else min(start + size if start < 0 else start, size)
+    end = size if end is None else min(end + size if end < 0 else end, size)
+    x = c.tensor()
+    pieces = []
+    if start > 0:
+        head = _temp(t, "head", shape[:axis] + [start] + shape[axis + 1:])
+        node = _emit_slice(t, x, axis, 0, start, 1, head)
+        if c.get("start") is not None and "start" in c.loc:
+            t.bind(node, 2, 0, c.path("start"), start)
+        pieces.append(head)
+    pieces.append(c.tensor("src"))
+    if end < size:
+        tail = _temp(t, "tail", shape[:axis] + [size - end] + shape[axis + 1:])
+        node = _emit_slice(t, x, axis, end, BIG, 1, tail)
+        if c.get("end") is not None and "end" in c.loc:
+            t.bind(node, 1, 0, c.path("end"), end)
+        pieces.append(tail)
+    t.emit("Concat", pieces, axis=axis)
+
+
+@op("zero", "zeros_like", params="input")
+def zeros_like(t, n, c):
+    """A tensor of zeros shaped like ``input``: ``input · 0`` couples it like the input."""
+    t.emit("Mul", [c.tensor(), t.constant(np.array(0, np.float32))])
+
+
 @op("select", params="input dim index")
 def select(t, n, c):
     rank = len(t.shape(c.get("input")))

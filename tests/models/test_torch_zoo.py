@@ -34,3 +34,13 @@ def test_torchvision_model_prunes(name):
         shapes = [t.shape for t in torch.utils._pytree.tree_leaves(result.model(x))
                   if isinstance(t, torch.Tensor)]
     assert shapes == expected_shapes
+
+
+@pytest.mark.parametrize("name", [n for n in torch_model_names() if n.startswith(LAYER_NORM_FAMILIES)
+                                  and not n.startswith(("vit_h", "vit_l"))])
+def test_layer_norm_model_is_exact_without_the_normalised_groups(name):
+    """Approximate results only check shapes: keep the LayerNorm'd groups and the rest must be exact."""
+    model, x = build_torch(name)
+    result = graphprune.prune(model, 0.5, example_inputs=x, keep=r"norm|\.ln|layer_scale")
+    assert result.verification.status == "exact", result.verification.message
+    assert result.report["macs"][1] < result.report["macs"][0]

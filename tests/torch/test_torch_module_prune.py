@@ -108,16 +108,40 @@ def test_vit_literal_sizes_give_a_graph_module_and_stale_attributes():
     assert all(p.grad is not None for p in result.model.parameters() if p.requires_grad)
 
 
-def test_small_swin_goes_through_torch_export():
+def _small_swin(v2=False):
     torch.manual_seed(0)
-    model = torchvision.models.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2],
-                                               num_heads=[2, 4], window_size=[4, 4], num_classes=10).eval()
-    x = torch.randn(1, 3, 32, 32)
+    kwargs = dict(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                  num_classes=10)
+    if v2:
+        from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformerBlockV2
+        kwargs.update(block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2)
+    return torchvision.models.SwinTransformer(**kwargs).eval(), torch.randn(1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_small_swin_goes_through_torch_export_and_prunes_heads(v2):
+    model, x = _small_swin(v2)
     result = graphprune.prune(model, 0.5, example_inputs=x)
     assert result.report["torch"]["tracer"] == "torch.export"  # symbolic trace leaves wrapped calls
-    assert result.verification.status in ("exact", "approximate")
+    assert result.report["torch"]["untranslated_calls"] == []
+    assert result.verification.status == "approximate"  # the residual stream runs through LayerNorms
     assert result.report["macs"][1] < result.report["macs"][0]
     assert result.model(x).shape == (1, 10)
+    if v2:  # the continuous position bias MLP and the logit scale lose the pruned head
+        assert len(result.report["initializers"]["features.1.0.attn.cpb_mlp.2.weight"]["0"]) == 1
+        assert len(result.report["initializers"]["features.1.0.attn.logit_scale"]["0"]) == 1
+    else:  # 2 heads -> 1: the bias table loses the pruned head
+        assert len(result.report["initializers"]["features.1.0.attn.relative_position_bias_table"]["1"]) == 1
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_small_swin_heads_and_mlp_alone_verify_exactly(v2):
+    """With the LayerNorm'd residual stream kept, what remains pruned (heads, MLP width) is exact."""
+    model, x = _small_swin(v2)
+    result = graphprune.prune(model, 0.5, example_inputs=x, keep=r"^(features\.\d+\.(\d+\.)?)?norm")
+    assert result.verification.status == "exact", result.verification.message
+    qkv = result.report["initializers"]["features.1.0.attn.qkv.weight"]
+    assert list(qkv) == ["0"] and len(qkv["0"]) == 3 * 8  # q, k, v rows of the one kept head
 
 
 def _bn_net():
