@@ -103,14 +103,19 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     checks = random_inputs(inputs)
     reference = reference_outputs(traced, plan, checks) if verify else None
     emission = emit_torch(traced, plan)
-    pruned = _choose(traced, emission, inputs)
-    _set_mode(pruned, False)
-    if verify:
-        approx = next((analysis.groups[g].approximate for g in plan.removed
-                       if plan.removed[g].any() and analysis.groups[g].approximate), None)
-        verification = compare_outputs(reference, pruned, checks, tolerance, approx)
-    else:
-        verification = Verification("skipped", tolerance=tolerance)
+    approx = next((analysis.groups[g].approximate for g in plan.removed
+                   if plan.removed[g].any() and analysis.groups[g].approximate), None)
+    try:
+        if verify and approx is None:  # the oracle itself decides whether the original class still works
+            pruned, verification = _verify_first_passing(traced, reference, checks, tolerance)
+        else:
+            pruned = _choose(traced, emission, inputs)
+            _set_mode(pruned, False)
+            verification = (compare_outputs(reference, pruned, checks, tolerance, approx) if verify
+                            else Verification("skipped", tolerance=tolerance))
+    except BaseException:
+        emission.rollback()
+        raise
     if not verification.ok:
         emission.rollback()
         raise VerificationError(f"verification failed: {verification.message}", verification)
@@ -133,6 +138,17 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     }
     _set_mode(pruned, was_training)
     return TorchPruneResult(pruned, report, plan, verification, traced)
+
+
+def _verify_first_passing(traced: FxModel, reference, checks, tolerance):
+    """The original module if it reproduces the oracle, else the GraphModule (with its verdict)."""
+    verification = None
+    for candidate in (traced.module, traced.gm):
+        _set_mode(candidate, False)
+        verification = compare_outputs(reference, candidate, checks, tolerance, None)
+        if verification.ok:
+            return candidate, verification
+    return traced.gm, verification
 
 
 def _choose(traced: FxModel, emission, inputs) -> torch.nn.Module:

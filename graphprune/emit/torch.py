@@ -70,7 +70,16 @@ def emit_torch(model: FxModel, plan) -> TorchEmission:
     for name, shape in shapes.items():
         graph.tensors[name].shape = shape
     emission = TorchEmission(sliced)
-    for name, axes in sliced.items():
+    try:
+        _emit(model, graph, emission, changed_keys)
+    except BaseException:
+        emission.rollback()  # nothing half-written: the module is as it was
+        raise
+    return emission
+
+
+def _emit(model: FxModel, graph, emission: TorchEmission, changed_keys) -> None:
+    for name, axes in emission.sliced.items():
         if name in model.params:
             _slice_tensor(model, name, axes, emission)
     _update_attributes(model, emission)
@@ -86,7 +95,6 @@ def emit_torch(model: FxModel, plan) -> TorchEmission:
             emission.literals.append(f"{fixup.__name__} on the traced graph")
     if emission.graph_changed:
         model.gm.recompile()
-    return emission
 
 
 def _owner(root: nn.Module, fqn: str):

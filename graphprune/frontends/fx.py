@@ -85,20 +85,25 @@ def _exported(module, example_inputs):
 
 def trace(module: torch.nn.Module, example_inputs) -> FxModel:
     """Trace ``module`` into an :class:`FxModel` (symbolic trace, else torch.export)."""
-    from .fx_ops import translate
+    from .fx_ops import likely_opaque, translate
 
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"expected a torch.nn.Module, got {type(module).__name__}")
     example_inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     errors: dict[str, str] = {}
-    best = None
+    candidates = []  # (name, GraphModule); the symbolic trace goes second if it shows opaque calls
     for name, make in (("symbolic_trace", lambda: _symbolic(module)),
                        ("torch.export", lambda: _exported(module, example_inputs))):
+        if name == "torch.export" and candidates and not likely_opaque(candidates[0][1]):
+            break
         try:
-            gm = make()
+            candidates.append((name, make()))
         except Exception as exc:  # tracing failures are many and varied; keep the message
             errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            continue
+    if len(candidates) == 2:
+        candidates.reverse()  # the symbolic trace has opaque calls: translate the export first
+    best = None
+    for name, gm in candidates:
         try:
             model = translate(module, gm, name, example_inputs)
         except Exception as exc:

@@ -251,6 +251,9 @@ def layer_norm(t, n, c):
 
 
 def _list(raw):
+    """Elements of a literal list argument; a list computed at run time (an fx node) has none to rewrite."""
+    if isinstance(raw, fx.Node):
+        return []
     return list(raw) if isinstance(raw, (list, tuple)) else [raw]
 
 
@@ -536,8 +539,30 @@ def select(t, n, c):
 @op("narrow", params="input dim start length")
 def narrow(t, n, c):
     rank = len(t.shape(c.get("input")))
+    axis = c.val("dim") % rank
     start = c.val("start")
-    _emit_slice(t, c.tensor(), c.val("dim") % rank, start, start + c.val("length"), 1, None)
+    size = t.shape(c.get("input"))[axis]
+    start = start + size if start < 0 else start
+    node = _emit_slice(t, c.tensor(), axis, start, start + c.val("length"), 1, None)
+
+    def renarrow(changed, graph) -> bool:
+        """``narrow(dim, start, length)`` from the Slice's new bounds."""
+        if not changed(c.get("input"), axis):
+            return False
+        new_start = int(graph.constants[node.inputs[1]][0])
+        new_end = int(graph.constants[node.inputs[2]][0])
+        args = list(n.args)
+        values = {"start": new_start, "length": new_end - new_start}
+        for key, value in values.items():
+            where = c.loc[key]
+            if where[0] == "args":
+                args[where[1]] = value
+            else:
+                n.kwargs = {**n.kwargs, where[1]: value}
+        n.args = tuple(args)
+        return True
+    renarrow.needs_graph = True
+    t.model.fixups.append(renarrow)
 
 
 @op("index", params="input indices")
@@ -558,6 +583,7 @@ def roll(t, n, c):
     if not dims:
         raise Untranslatable("roll over the flattened tensor")
     cur = c.tensor()
+    heads = {}
     for k, (shift, dim) in enumerate(zip(shifts, dims)):
         dim %= rank
         size = shape[dim]
@@ -573,10 +599,29 @@ def roll(t, n, c):
             tail[dim] = size - shift
             a = _temp(t, "roll_head", head)
             b = _temp(t, "roll_tail", tail)
-            _emit_slice(t, cur, dim, size - shift, size, 1, a)
+            heads[k] = (_emit_slice(t, cur, dim, size - shift, size, 1, a), a, dim)
             _emit_slice(t, cur, dim, 0, size - shift, 1, b)
             t.emit("Concat", [a, b], out, axis=dim)
         cur = out
+
+    def reshift(changed, graph) -> bool:
+        """A roll along a pruned axis shifts by the kept part of the rolled-over head."""
+        if not any(changed(c.get("input"), d % rank) for d in dims):
+            return False
+        new = list(shifts)
+        for k, (node, head, dim) in heads.items():
+            new[k] = int(graph.tensors[head].shape[dim])
+        where = c.loc["shifts"]
+        value = new if isinstance(c.val("shifts"), (list, tuple)) else new[0]
+        if where[0] == "args":
+            args = list(n.args)
+            args[where[1]] = value
+            n.args = tuple(args)
+        else:
+            n.kwargs = {**n.kwargs, where[1]: value}
+        return True
+    reshift.needs_graph = True
+    t.model.fixups.append(reshift)
 
 
 @op("getitem", params="input index")
@@ -823,6 +868,34 @@ def _pack(t: Translator, n: fx.Node) -> None:
         if t.is_tensor(arg):
             t.model.ir_name[f"{n.name}#{i}"] = t.tensor(arg)
     raise Untranslatable("container of outputs")
+
+
+def likely_opaque(gm: fx.GraphModule) -> int:
+    """Calls a translation will not see into, judged without running the graph.
+
+    Leaf modules of unknown classes and Python functions outside torch and the
+    ``operator`` module (``torch.fx.wrap``-ed helpers) count; torch functions
+    and methods without a handler are usually size arithmetic and do not.
+    """
+    count = 0
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            m = gm.get_submodule(n.target)
+            count += not isinstance(m, KNOWN_MODULES) and type(m).__name__ not in MODULE_UNARY
+        elif n.op == "call_function" and not isinstance(n.target, type):
+            home = getattr(n.target, "__module__", "") or ""
+            known = _target_name(n) in HANDLERS or home in ("torch", "_operator", "operator", "builtins") \
+                or home.startswith("torch.")
+            count += not known and n.target is not getattr
+    return count
+
+
+KNOWN_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm,
+                 nn.Embedding, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                 nn.Identity, nn.ReLU6, nn.Hardtanh, nn.Softmax, nn.LogSoftmax, nn.AdaptiveAvgPool1d,
+                 nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                 nn.AdaptiveMaxPool3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
+                 nn.AvgPool3d, nn.Flatten, nn.Unflatten, nn.Upsample)
 
 
 def translate(module, gm: fx.GraphModule, tracer: str, example_inputs):

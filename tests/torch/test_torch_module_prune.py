@@ -242,3 +242,16 @@ def test_keep_pins_matching_parameters(resnet):
     result = graphprune.prune(model, 0.5, example_inputs=x, keep=r"^layer4\.")
     assert not any(name.startswith("layer4.") for name in result.report["initializers"])
     assert any(name.startswith("layer3.") for name in result.report["initializers"])
+
+
+def test_an_error_while_emitting_leaves_the_module_untouched(resnet, monkeypatch):
+    model, x = resnet
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("emitter bug")
+    monkeypatch.setattr("graphprune.emit.torch._rewrite_literals", broken)
+    with pytest.raises(RuntimeError, match="emitter bug"):
+        graphprune.prune(model, 0.5, example_inputs=x)
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
+    assert all(m.in_channels == m.weight.shape[1] for m in model.modules() if isinstance(m, nn.Conv2d))
