@@ -36,7 +36,7 @@ class MaskedInterpreter(fx.Interpreter):
                 shape = [1] * value.dim()
                 shape[axis] = -1
                 masked = torch.where(keep.view(shape), value, torch.zeros((), dtype=value.dtype))
-                args, kwargs = pytree.tree_map(lambda a: masked if a is value else a, (args, kwargs))
+                args, kwargs = pytree.tree_map(lambda a, v=value, m=masked: m if a is v else a, (args, kwargs))
             return getattr(self, n.op)(n.target, args, kwargs)
 
 

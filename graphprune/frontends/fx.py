@@ -109,7 +109,9 @@ def trace(module: torch.nn.Module, example_inputs) -> FxModel:
         except Exception as exc:
             errors[name] = f"translation failed: {type(exc).__name__}: {exc}"
             continue
-        if best is None or len(model.untranslated) < len(best.untranslated):
+        better = len(model.untranslated) < len(best.untranslated) if best else True
+        tie = best is not None and len(model.untranslated) == len(best.untranslated)
+        if better or (tie and name == "symbolic_trace"):  # it keeps the module structure
             best = model
         if not best.untranslated:
             break
@@ -145,8 +147,7 @@ class Recorder(fx.Interpreter):
         elif isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
             self.info[n.name] = [TensorInfo(tuple(r.shape), _np_dtype(r.dtype))
                                  if isinstance(r, torch.Tensor) else r for r in result]
-            self.values[n.name] = type(result)(r if isinstance(r, torch.Tensor) else r for r in result) \
-                if n.name in self.static else None
+            self.values[n.name] = result if n.name in self.static else None
         else:
             self.values[n.name] = result
         return result
