@@ -31,6 +31,7 @@ class TorchEmission:
     sliced: dict[str, dict[int, np.ndarray]]
     literals: list[str] = field(default_factory=list)  # "node: old -> new" for rewritten literals
     restore: list = field(default_factory=list, repr=False)  # undo log
+    old_shapes: dict[str, tuple] = field(default_factory=dict)  # sliced parameter -> shape before
 
     @property
     def graph_changed(self) -> bool:
@@ -107,6 +108,7 @@ def _owner(root: nn.Module, fqn: str):
 
 def _slice_tensor(model: FxModel, name: str, axes: dict[int, np.ndarray], emission: TorchEmission) -> None:
     old = model.params[name]
+    emission.old_shapes[name] = tuple(old.shape)
     with torch.no_grad():
         value = old.detach()
         for axis, kept in axes.items():
@@ -217,24 +219,43 @@ def _replace(obj, path, value):
     return type(obj)(items) if isinstance(obj, tuple) else items
 
 
-def stale_attributes(model: FxModel, emission: TorchEmission) -> list[str]:
-    """Int attributes of non-leaf modules equal to a literal the prune rewrote.
+SELF_DESCRIBING = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.LayerNorm,
+                   nn.GroupNorm, nn.Embedding)
 
-    Forward code that copied such an attribute into the trace (ViT's
-    ``hidden_dim``, a block's ``num_heads``) now disagrees with the graph.
+
+def stale_attributes(model: FxModel, emission: TorchEmission) -> list[str]:
+    """Int attributes that still hold a size the prune changed.
+
+    An attribute is reported when its value equals a literal the prune
+    rewrote in the traced graph *and* a parameter under the same module was
+    sliced along an axis of that size: forward code that read it (ViT's
+    ``hidden_dim``, a block's ``num_heads``, ``MultiheadAttention.embed_dim``)
+    now disagrees with the returned GraphModule. Attributes the emitter
+    updated itself hold new sizes and are never reported.
     """
     rewritten = {}
     for b in model.bindings:
         new = _current(model, b)
         if new != b.old:
             rewritten.setdefault(b.old, new)
+    sizes_under: dict[str, set[int]] = {}
+    for name, axes in emission.sliced.items():
+        shape = emission.old_shapes.get(name)
+        if shape is None:
+            continue
+        parts = name.split(".")
+        for depth in range(len(parts)):
+            prefix = ".".join(parts[:depth])
+            sizes_under.setdefault(prefix, set()).update(shape[a] for a in axes)
     stale = []
     for path, m in model.module.named_modules():
-        if m.__class__.__module__.startswith("torch.nn"):
-            continue
+        if isinstance(m, SELF_DESCRIBING):
+            continue  # their size attributes were recomputed from their own parameters
+        sizes = sizes_under.get(path, set())
         for attr, value in vars(m).items():
             if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int):
                 continue
-            if value in rewritten:
-                stale.append(f"{path or type(m).__name__}.{attr} = {value} (the pruned graph uses {rewritten[value]})")
+            if value in rewritten and value in sizes:
+                stale.append(f"{path or type(m).__name__}.{attr} = {value} "
+                             f"(the pruned graph uses {rewritten[value]})")
     return stale

@@ -88,7 +88,7 @@ def test_pruned_module_exports_to_onnx_and_matches(resnet):
 def _tiny_vit():
     torch.manual_seed(0)
     model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
-                                                 hidden_dim=32, mlp_dim=64, num_classes=10).eval()
+                                                 hidden_dim=48, mlp_dim=64, num_classes=10).eval()
     return model, torch.randn(1, 3, 32, 32)
 
 
@@ -99,7 +99,10 @@ def test_vit_literal_sizes_give_a_graph_module_and_stale_attributes():
     info = result.report["torch"]
     assert isinstance(result.model, torch.fx.GraphModule)
     assert info["returned"] == "torch.fx.GraphModule"
-    assert any("hidden_dim = 32" in s for s in info["stale_attributes"]), info["stale_attributes"]
+    stale = info["stale_attributes"]
+    assert "VisionTransformer.hidden_dim = 48 (the pruned graph uses 24)" in stale, stale
+    assert any(s.startswith("encoder.layers.encoder_layer_0.self_attention.embed_dim = 48") for s in stale)
+    assert not any(".mlp." in s for s in stale)  # Linear sizes were updated from their weights
     assert result.verification.status == "approximate"  # the hidden dim runs through LayerNorms
     assert "conv_proj.weight" in result.report["initializers"]
     assert result.model(x).shape == (1, 10)
