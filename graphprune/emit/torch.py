@@ -228,7 +228,7 @@ def stale_attributes(model: FxModel, emission: TorchEmission) -> list[str]:
 
     An attribute is reported when its value equals a literal the prune
     rewrote in the traced graph *and* a parameter under the same module was
-    sliced along an axis of that size: forward code that read it (ViT's
+    sliced: forward code that read it (ViT's
     ``hidden_dim``, a block's ``num_heads``, ``MultiheadAttention.embed_dim``)
     now disagrees with the returned GraphModule. Attributes the emitter
     updated itself hold new sizes and are never reported.
@@ -255,7 +255,7 @@ def stale_attributes(model: FxModel, emission: TorchEmission) -> list[str]:
         for attr, value in vars(m).items():
             if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int):
                 continue
-            if value in rewritten and value in sizes:
+            if value in rewritten and sizes:
                 stale.append(f"{path or type(m).__name__}.{attr} = {value} "
                              f"(the pruned graph uses {rewritten[value]})")
     return stale
