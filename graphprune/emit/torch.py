@@ -238,24 +238,16 @@ def stale_attributes(model: FxModel, emission: TorchEmission) -> list[str]:
         new = _current(model, b)
         if new != b.old:
             rewritten.setdefault(b.old, new)
-    sizes_under: dict[str, set[int]] = {}
-    for name, axes in emission.sliced.items():
-        shape = emission.old_shapes.get(name)
-        if shape is None:
-            continue
-        parts = name.split(".")
-        for depth in range(len(parts)):
-            prefix = ".".join(parts[:depth])
-            sizes_under.setdefault(prefix, set()).update(shape[a] for a in axes)
+    sliced_under = {".".join(name.split(".")[:depth]) for name in emission.sliced
+                    if name in emission.old_shapes for depth in range(len(name.split(".")))}
     stale = []
     for path, m in model.module.named_modules():
         if isinstance(m, SELF_DESCRIBING):
             continue  # their size attributes were recomputed from their own parameters
-        sizes = sizes_under.get(path, set())
         for attr, value in vars(m).items():
             if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int):
                 continue
-            if value in rewritten and sizes:
+            if value in rewritten and path in sliced_under:
                 stale.append(f"{path or type(m).__name__}.{attr} = {value} "
                              f"(the pruned graph uses {rewritten[value]})")
     return stale
