@@ -64,7 +64,7 @@ class Graph:
         self.opset = opset
         self.name = name
         self.source = source  # front-end specific origin (ModelProto, GraphModule)
-        self.folded: dict[str, set[str]] = {}  # constant name -> tensors whose sizes it was computed from
+        self.folded: dict[str, set[tuple[str, int]]] = {}  # constant -> the (tensor, axis) sizes it was computed from
         self.pristine: dict[str, tuple[np.ndarray, Any]] = {}  # name -> (array as loaded, its source tensor)
         self.pinned: dict = {}  # tensor or (tensor, axis) -> why it must stay (front-end knowledge)
 
@@ -131,6 +131,34 @@ class Graph:
             self.replace_uses(out, src)
         self.nodes.remove(node)
         return True
+
+    def unshare_uniform_constants(self) -> int:
+        """Give every reader of a shared all-equal float constant its own copy.
+
+        Exporters merge identical initializers (every zero bias of a randomly
+        initialised transformer becomes one tensor); read by layers whose
+        channels are unrelated, the shared tensor would tie them into one
+        group. A tensor that holds one value everywhere can be sliced any way
+        with the same result, so each reader gets a broadcast view of its own
+        (no copy of the data). Tied weights with real values stay shared.
+        Returns the number of readers rewired.
+        """
+        readers: dict[str, list[tuple[Node, int]]] = {}
+        for n in self.nodes:
+            for i, t in enumerate(n.inputs):
+                if t in self.constants:
+                    readers.setdefault(t, []).append((n, i))
+        rewired = 0
+        for name, uses in readers.items():
+            value = self.constants[name]
+            if len(uses) < 2 or value.ndim == 0 or value.size < 2 or value.dtype.kind != "f" \
+                    or name in self.outputs or not (value == value.reshape(-1)[0]).all():
+                continue
+            for node, index in uses[1:]:
+                copy = self.add_constant(f"{name}_{node.name}", np.broadcast_to(value, value.shape))
+                node.inputs[index] = copy
+                rewired += 1
+        return rewired
 
     def remove_unused(self) -> int:
         """Drop nodes whose outputs nobody reads and constants nobody uses.

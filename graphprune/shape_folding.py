@@ -6,10 +6,11 @@ shapes involved are static, those values are constants; folding them lets the
 channel rules read reshape targets and weights directly.
 
 Folded values that came from the *size* of a tensor are remembered in
-``Graph.folded`` (constant name → the tensors whose sizes it read), because
-pruning that tensor changes the value: the channel analysis only allows such a
-constant where the emitter rewrites it (a ``Reshape`` target) and pins the
-source otherwise.
+``Graph.folded`` (constant name → the ``(tensor, axis)`` sizes it read),
+because pruning that axis changes the value: the channel analysis only allows
+such a constant where the emitter rewrites it (a ``Reshape`` target or a
+constant piece of one) and pins the axis otherwise. A ``Gather``/``Slice`` of
+a partly symbolic ``Shape`` that picks only static axes folds too.
 
 The front end runs :func:`fold_static_shapes` at load; the ``fold-constants``
 pass runs :func:`fold_constants` with its own options and reports each fold.
@@ -112,6 +113,7 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
     frozen = frozen or set()
     result = FoldResult()
     kept: list[Node] = []
+    shape_of: dict[str, Node] = {}  # outputs of Shape nodes left in the graph (partial shapes)
 
     def is_const(t: str) -> bool:
         return t in graph.constants and t not in frozen
@@ -124,7 +126,12 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
             if _static(shape) and not (node.input(0) in frozen):
                 value = [_shape_value(node, shape) if node.op == "Shape"
                          else np.array(int(np.prod(shape)), dtype=np.int64)]
-                deps = {node.input(0)}
+                lo, hi = _shape_range(node, len(shape)) if node.op == "Shape" else (0, len(shape))
+                deps = {(node.input(0), a) for a in range(lo, hi)}
+            elif node.op == "Shape" and shape is not None:
+                shape_of[node.outputs[0]] = node
+        elif standard and node.input(0) in shape_of and node.op in ("Gather", "Slice"):
+            value, deps = _static_entries(graph, shape_of[node.input(0)], node)
         elif node.inputs and all(t == "" or is_const(t) for t in node.inputs):
             if not standard:
                 reason = f"op domain '{node.domain}' is not evaluated"
@@ -159,6 +166,48 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
                               "outputs": {n: list(v.shape) for n, v in zip(node.outputs, value) if n}})
     graph.nodes = kept
     return result
+
+
+def _shape_range(node: Node, rank: int) -> tuple[int, int]:
+    """The axes ``[lo, hi)`` a Shape node reads (its ``start``/``end``, clamped)."""
+    def clamp(v):
+        return min(max(v + rank if v < 0 else v, 0), rank)
+    return clamp(node.attr("start", 0)), clamp(node.attr("end", rank))
+
+
+def _static_entries(graph: Graph, shape_node: Node, node: Node):
+    """Fold ``Gather``/``Slice`` of a partly symbolic ``Shape`` when it picks only static axes.
+
+    ``Shape(x)[2]`` of ``x: (batch, seq, 256)`` is 256 whatever the batch: the
+    pick becomes a constant that remembers it read axis 2 of ``x``. Returns
+    ``(None, set())`` when the pick is not constant or touches a symbolic axis.
+    """
+    x = shape_node.input(0)
+    shape = graph.shape(x)
+    lo, hi = _shape_range(shape_node, len(shape))
+    axes = np.arange(lo, hi)
+    try:
+        if node.op == "Gather":
+            index = graph.constants.get(node.input(1))
+            if index is None or node.attr("axis", 0) != 0 or index.dtype.kind not in "iu":
+                return None, set()
+            picked = axes[np.asarray(index)]
+        else:
+            bounds = [graph.constants.get(node.input(i)) if node.input(i) else None for i in (1, 2, 3, 4)]
+            if graph.opset < 10 or any(b is None for b in bounds[:2]) or \
+                    any(b is None for b, name in zip(bounds[2:], node.inputs[3:5]) if name):
+                return None, set()
+            if bounds[2] is not None and [int(a) for a in bounds[2].reshape(-1)] not in ([0], [-1]):
+                return None, set()
+            step = int(bounds[3].reshape(-1)[0]) if bounds[3] is not None else 1
+            picked = axes[int(bounds[0].reshape(-1)[0]):int(bounds[1].reshape(-1)[0]):step]
+    except (IndexError, ValueError):
+        return None, set()
+    sizes = [shape[int(a)] for a in np.asarray(picked).reshape(-1)]
+    if not all(isinstance(d, int) for d in sizes):
+        return None, set()
+    value = np.array(sizes, dtype=np.int64).reshape(np.shape(picked))
+    return [value], {(x, int(a)) for a in np.asarray(picked).reshape(-1)}
 
 
 def _size_problem(value, ins, max_elements: int) -> str | None:

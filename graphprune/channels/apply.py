@@ -56,9 +56,10 @@ class EmitContext:
 def apply_plan(graph: Graph, plan) -> dict[str, dict[int, np.ndarray]]:
     """Shrink ``graph`` in place. Returns the kept indices of every sliced constant."""
     producers = graph.producers()
-    for node in graph.nodes:
+    unsupported = plan.analysis.table.unsupported
+    for node in list(graph.nodes):  # hooks may insert nodes (private copies of shape vectors)
         rule = rule_for(node.op, node.domain)
-        if rule is not None and rule.emit is not None:
+        if rule is not None and rule.emit is not None and node.name not in unsupported:
             rule.emit(EmitContext(graph, node, plan, producers))
     table = plan.analysis.table
     sliced: dict[str, dict[int, np.ndarray]] = {}

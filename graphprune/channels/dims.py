@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Graph, Node
+from ..symbolic import dims_equal
 
 
 class Unsupported(Exception):
@@ -87,6 +88,8 @@ class DimTable:
         self.approx: dict[int, str] = {}
         self.contractions: list[Contraction] = []
         self.stats: set[int] = set()  # statistics (BN mean/var): not importance evidence
+        self.periodic: set[int] = set()  # symbolic axes coupled through one period (``blocks``)
+        self.unsupported: set[str] = set()  # nodes whose rule pinned them whole (their emitters are skipped)
         self.touched_by: dict[int, set[str]] = defaultdict(set)
         self.producers = graph.producers()  # the graph does not change during analysis
         self.consumers = graph.consumers()
@@ -107,9 +110,42 @@ class DimTable:
         self.ids[key] = did
         self.keys.append(key)
         self.sizes.append(size)
-        if size is None:
-            self.pins[did] = f"'{key[0]}' axis {key[1]} has no static size"
         return did
+
+    def set_period(self, did: int, period: int) -> None:
+        """A symbolic axis whose channels repeat every ``period`` elements (see ``blocks``)."""
+        if self.sizes[did] is None:
+            self.sizes[did] = period
+            self.periodic.add(did)
+        elif self.sizes[did] != period:
+            self.pin(did, f"{self.label(did)} repeats with periods {self.sizes[did]} and {period}")
+
+    def finish(self) -> None:
+        """Spread periods along 1:1 couplings, then pin what is still without a size.
+
+        Every axis in a chain of ``same`` couplings from a periodic axis (the
+        transposes and batched matmuls after a merged-batch reshape) repeats
+        with the same period. Contractions over a periodic axis are pinned:
+        the oracle's mask would need the symbolic repeat count.
+        """
+        changed = True
+        while changed:
+            changed = False
+            for c in self.couplings:
+                if c.kind != "same":
+                    continue
+                for a, b in ((c.a, c.b), (c.b, c.a)):
+                    if a in self.periodic and self.sizes[b] is None:
+                        self.set_period(b, self.sizes[a])
+                        changed = True
+                    elif a in self.periodic and b not in self.periodic:
+                        self.pin(a, f"{self.label(a)} repeats but {self.label(b)} does not")
+        for did, size in enumerate(self.sizes):
+            if size is None:
+                self.pin(did, f"'{self.keys[did][0]}' axis {self.keys[did][1]} has no static size")
+        for c in self.contractions:
+            if c.dim in self.periodic:
+                self.pin(c.dim, f"{c.node} contracts over a symbolic repeating axis")
 
     def pin(self, did: int, reason: str) -> None:
         self.pins.setdefault(did, reason)
@@ -187,12 +223,21 @@ class RuleContext:
                               f"{self.table.label(b)} has {sb}")
         self.table.couplings.append(Coupling(a, b, "same"))
 
-    def blocks(self, fine: int, coarse: int, block: int, outer: int = 1) -> None:
-        """``fine`` is ``outer × coarse × block`` elements, outermost first."""
-        sf, sc = self._size(fine), self._size(coarse)
+    def blocks(self, fine: int, coarse: int, block: int, outer: int = 1, periodic: bool = False) -> None:
+        """``fine`` is ``outer × coarse × block`` elements, outermost first.
+
+        With ``periodic`` the fine axis is a symbolic number of such runs (a
+        batch merged in front): it is coupled through one period.
+        """
+        sc = self._size(coarse)
+        if periodic:
+            if sc is None:
+                return  # nothing static to repeat: the axes stay unmapped
+            self.table.set_period(fine, outer * sc * block)
+        sf = self._size(fine)
         if sf is not None and sc is not None and sf != outer * sc * block:
             raise Unsupported(f"{self.table.label(fine)} ({sf}) is not {outer}×{sc} blocks of {block}")
-        self.table.couplings.append(Coupling(fine, coarse, "blocks", block, sc if outer > 1 else 0))
+        self.table.couplings.append(Coupling(fine, coarse, "blocks", block, sc if outer > 1 or periodic else 0))
 
     def offset(self, part: int, whole: int, start: int) -> None:
         sp, sw = self._size(part), self._size(whole)
@@ -205,17 +250,30 @@ class RuleContext:
             self.same(self.dim(x, ax), self.dim(y, ay))
 
     def broadcast(self, x: str, y: str) -> None:
-        """Couple ``x`` to ``y`` under numpy broadcasting (size-1 axes stay pinned)."""
+        """Couple ``x`` to ``y`` under numpy broadcasting (size-1 axes stay pinned).
+
+        Sizes that are equal (for every value of their symbols) are coupled.
+        A symbolic size the graph cannot relate to the result's (``unk__3``
+        against ``seq``: equal at run time, or 1) is pinned on both sides
+        rather than guessed; the node's other axes are still coupled.
+        """
         sx, sy = self.shape(x), self.shape(y)
         lead = len(sy) - len(sx)
         if lead < 0:
             raise Unsupported(f"'{x}' has higher rank than the result '{y}'")
         for ax, dx in enumerate(sx):
             dy = sy[ax + lead]
-            if dx == dy:
+            if dims_equal(dx, dy):
                 self.same(self.dim(x, ax), self.dim(y, ax + lead))
-            elif dx != 1:
+            elif dx == 1:
+                continue
+            elif isinstance(dx, int) and isinstance(dy, int):
                 raise Unsupported(f"cannot relate axis {ax} of '{x}' ({dx}) to '{y}' ({dy})")
+            else:
+                reason = (f"{self.node.op} node '{self.node.name}': axis {ax} of '{x}' ({dx}) is not "
+                          f"provably the size of axis {ax + lead} of '{y}' ({dy})")
+                self.pin(self.dim(x, ax), reason)
+                self.pin(self.dim(y, ax + lead), reason)
 
     # -- flags -------------------------------------------------------------
     def pin(self, did: int, reason: str) -> None:

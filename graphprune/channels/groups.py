@@ -26,6 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from ..ir import Graph
 from .dims import DimTable, RuleContext, Unsupported
 from .rules import rule_for
+from .shape_sources import pin_target_reads
 
 
 @dataclass
@@ -101,6 +102,7 @@ def _run_rules(graph: Graph) -> DimTable:
                 table.pin(table.dim(*key), reason)
         elif graph.shape(key) is not None:
             _pin_axes(table, key, reason)
+    target_builders = _target_builders(graph, table)
     for node in graph.nodes:
         ctx = RuleContext(table, node)
         rule = rule_for(node.op, node.domain)
@@ -113,6 +115,13 @@ def _run_rules(graph: Graph) -> DimTable:
             rule.couple(ctx)
         except Unsupported as exc:
             reason = f"{node.op} node '{node.name}': {exc}"
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            # a rule that meets sizes it cannot handle pins the node instead of failing the model
+            reason = f"{node.op} node '{node.name}': cannot analyse it ({exc.__class__.__name__}: {exc})"
+        if reason:
+            table.unsupported.add(node.name)
+            if node.op in TARGET_OPS:
+                pin_target_reads(table, node)
         for tensor in (*node.inputs, *node.outputs, *node.implicit_inputs):
             if not tensor or graph.shape(tensor) is None:
                 continue
@@ -123,10 +132,31 @@ def _run_rules(graph: Graph) -> DimTable:
                                              f"axis {axis} of '{tensor}'")
         for i, tensor in enumerate(node.inputs):
             sources = graph.folded.get(tensor)
-            if sources and not (node.op == "Reshape" and i == 1):
-                for src in sources:
-                    _pin_axes(table, src, f"the size of '{src}' is read by {node.op} node '{node.name}'")
+            if not sources or (i == 1 and node.op in TARGET_OPS) or node.name in target_builders:
+                continue  # the emitter writes the new size into these
+            for src, axis in sources:
+                shape = graph.shape(src)
+                if shape is not None and axis < len(shape):
+                    table.pin(table.dim(src, axis), f"the size of '{src}' axis {axis} is read by "
+                                                    f"{node.op} node '{node.name}'")
+    table.finish()
     return table
+
+
+TARGET_OPS = ("Reshape", "Expand")  # ops whose shape input the emitter rewrites
+
+
+def _target_builders(graph: Graph, table: DimTable) -> set[str]:
+    """Concat nodes that only build Reshape/Expand targets: their constant pieces get rewritten."""
+    builders = set()
+    for node in graph.nodes:
+        if node.op != "Concat" or not node.outputs or node.outputs[0] in graph.outputs:
+            continue
+        users = table.consumers.get(node.outputs[0], [])
+        if users and all(u.op in TARGET_OPS and u.input(1) == node.outputs[0]
+                         and node.outputs[0] not in u.inputs[:1] for u in users):
+            builders.add(node.name)
+    return builders
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

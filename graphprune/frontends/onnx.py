@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 from ..errors import InputError, ShapeError
 from ..ir import Graph, Node, TensorInfo
 from ..shape_folding import fold_static_shapes
+from ..symbolic import safe_symbol
 
 def read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     """Load a model with its external data; errors name the file and the fix."""
@@ -75,13 +76,75 @@ def uses_external_data(path: str | os.PathLike) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.GraphProto:
-    """Shape inference with data propagation on the weightless skeleton; returns its graph."""
+def _safe_input_dims(model: onnx.ModelProto) -> None:
+    """Rename symbolic input dims to identifiers (in place) so inferred expressions parse."""
+    for vi in model.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                d.dim_param = safe_symbol(d.dim_param)
+
+
+def _symbolic_inference(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
+    """onnxruntime's symbolic shape inference (sympy): sizes computed from dynamic axes
+    become expressions of the input symbols, and symbols that must be equal are merged.
+
+    Returns None when it cannot run on this model; partial results are kept
+    (its public entry point raises and writes a file when any shape is left unknown).
+    """
+    import logging
+
     try:
-        return onnx.shape_inference.infer_shapes(_skeleton(model), data_prop=True).graph
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:
+        return None
+    logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(logging.CRITICAL)
+    try:
+        inference = SymbolicShapeInference(2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0)
+        inference._preprocess(skeleton)
+        while inference.run_:
+            inference._infer_impl()
+        inference._update_output_from_vi()
+        return inference.out_mp_
+    except Exception:  # any failure inside it: fall back to ONNX's own inference
+        return None
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.GraphProto:
+    """Shapes of every tensor, inferred on the weightless skeleton; returns its graph.
+
+    onnxruntime's symbolic inference runs first (it keeps dynamic sizes as
+    expressions); ONNX's inference with data propagation fills what it left
+    unknown, and is the fallback when it cannot run.
+    """
+    skeleton = _skeleton(model)
+    _safe_input_dims(skeleton)
+    try:
+        reference = onnx.shape_inference.infer_shapes(skeleton, data_prop=True).graph
     except onnx.shape_inference.InferenceError as exc:
         raise ShapeError(f"ONNX shape inference failed: {exc}; "
                          "run onnx.checker on the model or re-export it") from exc
+    symbolic = _symbolic_inference(skeleton)
+    if symbolic is None:
+        return reference
+    # ONNX's inference is the reference for static shapes (onnxruntime's has gaps on rare
+    # attribute combinations); the symbolic one fills in what it leaves symbolic or unknown.
+    graph = symbolic.graph
+    exact = {vi.name: vi for vi in (*reference.input, *reference.value_info, *reference.output)
+             if _fully_static(vi)}
+    for field in (graph.input, graph.value_info, graph.output):
+        for vi in field:
+            if vi.name in exact:
+                vi.CopyFrom(exact.pop(vi.name))
+    graph.value_info.extend(exact.values())
+    have = {vi.name for vi in (*graph.input, *graph.value_info, *graph.output)
+            if vi.type.tensor_type.HasField("shape")}
+    graph.value_info.extend(vi for vi in reference.value_info if vi.name not in have)
+    return graph
+
+
+def _fully_static(vi: onnx.ValueInfoProto) -> bool:
+    tt = vi.type.tensor_type
+    return tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim)
 
 
 def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
@@ -178,6 +241,7 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
     graph = Graph(nodes, inputs, [o.name for o in g.output], tensors, constants, opset,
                   name=g.name, source=proto)
     graph.pristine = pristine
+    graph.unshare_uniform_constants()
     if fold_shapes and fold_static_shapes(graph):
         refresh_shapes(graph)  # folded targets give static shapes where inference had none
     return graph

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from .graphs import Builder, group_at, input_value, kept, prune_ok, sandwich
 
@@ -191,9 +191,20 @@ def test_expand_carries_equal_axes(target):
     assert new_target == expected
 
 
-def test_expand_with_a_run_time_shape_pins():
+def test_expand_to_its_own_run_time_shape_prunes():
+    """``Expand(h, Shape(h))``: the target is h's own size, read at run time, so it follows
+    the prune of h's channels; the group prunes exactly and the Expand is left as is."""
     def middle(b, h):
         return b.op("Expand", h, b.op("Shape", h), name="expand")
-    model = sandwich(middle)
-    group = group_at(model, "producer_w", 0)
-    assert group.pinned and "read by Expand" in group.pinned
+    result = prune_ok(sandwich(middle))
+    assert kept(result, "producer_w", 0) == kept(result, "consumer_w", 1)
+
+
+def test_expand_with_a_run_time_size_of_another_tensor_pins():
+    """A target entry read at run time from a graph input cannot follow the prune: pinned.
+    (With a fully static ``aux`` the Shape folds and the constant is rewritten instead.)"""
+    def middle(b, h):
+        b.inputs.append(helper.make_tensor_value_info("aux", TensorProto.FLOAT, ["n", 8, 1, 1]))
+        return b.op("Expand", h, b.op("Shape", "aux"), name="expand")
+    group = group_at(sandwich(middle), "producer_w", 0)
+    assert group.pinned

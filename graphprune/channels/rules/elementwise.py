@@ -5,7 +5,7 @@ couple each input axis with the result axis it aligns to (numpy rules), so a
 per-channel constant ``[C,1,1]`` is sliced with the activation it scales.
 """
 
-from ..dims import Unsupported
+from ..shape_sources import couple_target, rewrite_target, target_rewrites
 from . import emitter, rule
 
 UNARY = (
@@ -42,26 +42,21 @@ def broadcasting(ctx):
             ctx.broadcast(x, y)
 
 
+EXPAND_INERT = (1,)  # a 1 in the target keeps the input's size
+
+
 @rule("Expand")
 def expand(ctx):
     """``Expand(x, shape)`` broadcasts ``x`` to ``shape``: axes of equal size carry
-    through; axes ``x`` lacks or has as 1 are new and stay pinned."""
+    through; axes ``x`` lacks or has as 1 are new and stay pinned. A target
+    computed at run time is followed (:mod:`..shape_sources`); positions that
+    cannot be rewritten pin their axis."""
     ctx.broadcast(ctx.node.input(0), ctx.node.outputs[0])
-    shape = ctx.node.input(1)
-    if shape and ctx.const(shape) is None:
-        raise Unsupported(f"Expand shape ('{shape}') is computed at run time")
+    if ctx.node.input(1):
+        couple_target(ctx, 1, ctx.node.outputs[0], EXPAND_INERT)
 
 
 @emitter("Expand")
 def expand_shape(ctx):
-    """Entries of the target shape above 1 on pruned axes take the new size."""
-    y = ctx.node.outputs[0]
-    target = ctx.graph.constants[ctx.node.input(1)].copy()
-    lead = len(ctx.graph.shape(y)) - len(target)
-    changed = False
-    for i in range(len(target)):
-        if target[i] > 1 and ctx.changed(y, i + lead):
-            target[i] = ctx.new_size(y, i + lead)
-            changed = True
-    if changed:
-        ctx.replace_constant_input(1, target)
+    """Entries of the target above 1 on pruned axes take the new size."""
+    rewrite_target(ctx, 1, target_rewrites(ctx, 1, ctx.node.outputs[0], EXPAND_INERT))

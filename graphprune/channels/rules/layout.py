@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..dims import Unsupported
-from ..shape_sources import resolve_target
+from ..shape_sources import couple_target, only_feeds_targets, rewrite_target, target_rewrites
+from ...symbolic import dims_equal, divides, product
 from . import emitter, rule
 
 
@@ -30,29 +31,48 @@ def transpose(ctx):
 
 @rule("Concat")
 def concat(ctx):
+    """Input *k*'s element *j* on the axis is the output's ``offset_k + j``.
+
+    When a size on the concat axis is symbolic (anchors of detector heads,
+    tokens of a cached sequence) the offsets are unknown: the axis is pinned
+    and the other axes still couple 1:1.
+    """
     y = ctx.node.outputs[0]
     rank = ctx.rank(y)
     axis = ctx.attr("axis", 1 if ctx.opset < 4 else None)  # Concat-1 defaulted to 1
     if axis is None:
         raise Unsupported("Concat has no axis attribute")
     axis %= rank
+    others = [a for a in range(rank) if a != axis]
+    sizes = [ctx.shape(x)[axis] for x in ctx.node.inputs]
+    static = all(isinstance(size, int) for size in sizes)
     start = 0
-    for x in ctx.node.inputs:
-        size = ctx.shape(x)[axis]
-        if not isinstance(size, int):
-            raise Unsupported(f"'{x}' has no static size on the concat axis")
-        others = [a for a in range(rank) if a != axis]
+    for x, size in zip(ctx.node.inputs, sizes):
         ctx.same_axes(x, y, others, others)
+        if not static:
+            ctx.pin(ctx.dim(x, axis), f"Concat node '{ctx.node.name}': '{x}' has no static size on the concat axis")
+            continue
         if size:
             ctx.offset(ctx.dim(x, axis), ctx.dim(y, axis), start)
         start += size
+    if not static:
+        ctx.pin(ctx.dim(y, axis), f"Concat node '{ctx.node.name}': the concat axis has symbolic sizes")
 
 
-def _split_sizes(ctx, axis_size: int) -> list[int]:
+def _split_sizes(ctx, axis_size: int) -> list[int] | None:
+    """Sizes of the parts, or None when they are computed at run time."""
     outputs = ctx.node.outputs
-    split = ctx.const_ints(1, "split sizes") if ctx.opset >= 13 else ctx.attr("split")
+    if ctx.opset >= 13:
+        name = ctx.node.input(1)
+        if name and ctx.const(name) is None:
+            return None
+        split = ctx.const_ints(1, "split sizes")
+    else:
+        split = ctx.attr("split")
     if split:
         return split
+    if not isinstance(axis_size, int):
+        return None
     n = len(outputs)
     chunk = -(-axis_size // n)  # ceil, the opset-18 rule; equal when divisible
     return [min(chunk, axis_size - i * chunk) for i in range(n)]
@@ -64,17 +84,23 @@ def split(ctx):
     rank = ctx.rank(x)
     axis = ctx.attr("axis", 0) % rank
     size = ctx.shape(x)[axis]
-    if not isinstance(size, int):
-        raise Unsupported("split axis has no static size")
-    start = 0
     others = [a for a in range(rank) if a != axis]
-    ctx.dim(x, axis)
-    for y, part in zip(ctx.node.outputs, _split_sizes(ctx, size)):
-        if y:
-            ctx.same_axes(x, y, others, others)
-            if part:  # an empty part holds no channel (left pinned, like Concat's)
-                ctx.offset(ctx.dim(y, axis), ctx.dim(x, axis), start)
-        start += part
+    parts = _split_sizes(ctx, size) if isinstance(size, int) else None
+    x_dim = ctx.dim(x, axis)
+    if parts is None:  # offsets unknown: the split axis stays, the other axes couple
+        reason = f"Split node '{ctx.node.name}': the split axis or its sizes are not static"
+        ctx.pin(x_dim, reason)
+    start = 0
+    for i, y in enumerate(ctx.node.outputs):
+        if not y:
+            continue
+        ctx.same_axes(x, y, others, others)
+        if parts is None:
+            ctx.pin(ctx.dim(y, axis), reason)
+            continue
+        if parts[i]:  # an empty part holds no channel (left pinned, like Concat's)
+            ctx.offset(ctx.dim(y, axis), x_dim, start)
+        start += parts[i]
 
 
 @emitter("Split")
@@ -169,8 +195,10 @@ def slice_bounds(ctx):
 def axis_groups(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]] | None:
     """Match the axes of two shapes with equal element counts into groups of equal product.
 
-    Size-1 axes form groups on their own. Returns None when the shapes cannot
-    be matched (symbolic sizes that differ, unknown sizes).
+    Size-1 axes form groups on their own. Symbolic sizes take part through
+    their expressions (``(B, S, 256)`` ↔ ``(B*S, 256)``: ``B`` grows into
+    ``B*S``). Returns None when the shapes cannot be matched (unknown sizes,
+    products the graph does not prove equal).
     """
     groups, i, j = [], 0, 0
     while i < len(src) or j < len(dst):
@@ -182,27 +210,22 @@ def axis_groups(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]] | N
             continue
         if a is None or b is None:
             return None
-        if not (isinstance(a, int) and isinstance(b, int)):
-            if a != b:
-                return None
-            groups.append(([i], [j]))
-            i, j = i + 1, j + 1
-            continue
         ga, gb, pa, pb = [i], [j], a, b
         i, j = i + 1, j + 1
-        while pa != pb:
-            if pa < pb:
-                if i >= len(src) or not isinstance(src[i], int):
-                    return None
-                pa *= src[i]
+        while not dims_equal(pa, pb):
+            both_static = isinstance(pa, int) and isinstance(pb, int)
+            if (pa < pb if both_static else divides(pa, pb)) and i < len(src):  # source side smaller
+                pa = product([pa, src[i]])
                 ga.append(i)
                 i += 1
-            else:
-                if j >= len(dst) or not isinstance(dst[j], int):
-                    return None
-                pb *= dst[j]
+            elif (pb < pa if both_static else divides(pb, pa)) and j < len(dst):
+                pb = product([pb, dst[j]])
                 gb.append(j)
                 j += 1
+            else:
+                return None
+            if pa is None or pb is None:
+                return None
         groups.append((ga, gb))
     return groups
 
@@ -215,11 +238,22 @@ def _carrier(sizes: list) -> int:
     return 1 if len(sizes) == 3 and sizes[0] <= FUSED_FACTOR_MAX else 0
 
 
-def _tie(ctx, flat: str, flat_axis: int, split: str, axes: list[int], sizes: list[int]) -> None:
-    k = _carrier(sizes)
+def _tie(ctx, flat: str, flat_axis: int, split: str, axes: list[int], sizes: list) -> None:
+    """Tie the one ``flat`` axis to the axis of ``split`` that carries its channels.
+
+    Leading symbolic sizes (the batch merged into the heads, ``(B, H) → B·H``
+    as exporters flatten attention) make ``flat`` *periodic*: its channels
+    repeat every ``H·block`` elements, so one period is what gets coupled.
+    A symbolic size after a static one leaves the axes unmapped (pinned).
+    """
+    n_sym = next((i for i, d in enumerate(sizes) if isinstance(d, int)), len(sizes))
+    static = sizes[n_sym:]
+    if not static or not all(isinstance(d, int) for d in static):
+        return
+    k = n_sym + _carrier(static)
     block = int(np.prod(sizes[k + 1:]))
-    outer = int(np.prod(sizes[:k]))
-    ctx.blocks(ctx.dim(flat, flat_axis), ctx.dim(split, axes[k]), block, outer)
+    outer = int(np.prod(sizes[n_sym:k]))
+    ctx.blocks(ctx.dim(flat, flat_axis), ctx.dim(split, axes[k]), block, outer, periodic=n_sym > 0)
 
 
 def couple_reshape(ctx, x: str, y: str) -> None:
@@ -238,21 +272,28 @@ def couple_reshape(ctx, x: str, y: str) -> None:
             _tie(ctx, y, gb[0], x, ga, [sx[a] for a in ga])
 
 
+RESHAPE_INERT = (0, -1)  # "copy the input's size" and "whatever is left" follow a prune by themselves
+
+
 @rule("Reshape")
 def reshape(ctx):
-    target = ctx.node.input(1)
-    if ctx.const(target) is None:
-        # a run-time target is rewritable when its entries are constants or sizes of other axes
-        resolved = resolve_target(ctx.graph, ctx.table.producers, target)
-        if resolved is None:
-            raise Unsupported(f"Reshape target ('{target}') is computed at run time")
-        if len(ctx.table.consumers.get(target, [])) != 1 or target in ctx.graph.outputs:
-            raise Unsupported(f"run-time Reshape target ('{target}') is shared with other nodes")
-        for entry in resolved[1]:
-            if entry.size_of is not None:
-                ctx.pin(ctx.table.dim(*entry.size_of),
-                        f"its size is read at run time by Reshape node '{ctx.node.name}'")
+    couple_target(ctx, 1, ctx.node.outputs[0], RESHAPE_INERT)
     couple_reshape(ctx, ctx.node.input(0), ctx.node.outputs[0])
+
+
+@rule("Shape")
+def shape(ctx):
+    """``Shape`` reads sizes, not values. An axis it reads keeps its size unless the
+    vector only feeds Reshape/Expand targets, whose rules account for each entry."""
+    x = ctx.node.input(0)
+    rank = ctx.rank(x)
+    clamp = lambda v: min(max(v + rank if v < 0 else v, 0), rank)  # noqa: E731
+    lo, hi = clamp(ctx.attr("start", 0)), clamp(ctx.attr("end", rank))
+    followed = only_feeds_targets(ctx.table, ctx.node.outputs[0])
+    for axis in range(rank):
+        did = ctx.dim(x, axis)
+        if lo <= axis < hi and not followed:
+            ctx.pin(did, f"its size is read at run time by Shape node '{ctx.node.name}'")
 
 
 @rule("Flatten", "Squeeze", "Unsqueeze")
@@ -262,35 +303,8 @@ def reshape_like(ctx):
 
 @emitter("Reshape")
 def reshape_target(ctx):
-    y = ctx.node.outputs[0]
-    if ctx.node.input(1) not in ctx.graph.constants:
-        _rewrite_runtime_target(ctx, y)
-        return
-    target = ctx.graph.constants[ctx.node.input(1)].copy()
-    changed = False
-    for a in range(len(target)):
-        if target[a] > 0 and ctx.changed(y, a):
-            target[a] = ctx.new_size(y, a)
-            changed = True
-    if changed:
-        ctx.replace_constant_input(1, target)
-
-
-def _rewrite_runtime_target(ctx, y: str) -> None:
-    """Update the constant pieces of a run-time target's Concat for pruned output axes."""
-    resolved = resolve_target(ctx.graph, ctx.producers, ctx.node.input(1))
-    if resolved is None:
-        return  # unresolvable: the rule pinned this node
-    concat, entries = resolved
-    pieces: dict[int, np.ndarray] = {}
-    for axis, entry in enumerate(entries):
-        if entry.piece is not None and entry.value > 0 and ctx.changed(y, axis):
-            index, offset = entry.piece
-            if index not in pieces:
-                pieces[index] = ctx.graph.constants[concat.inputs[index]].copy()
-            pieces[index].reshape(-1)[offset] = ctx.new_size(y, axis)
-    for index, value in pieces.items():
-        ctx.for_node(concat).replace_constant_input(index, value)
+    """Entries of the target on pruned output axes take the new size (constant or run-time target)."""
+    rewrite_target(ctx, 1, target_rewrites(ctx, 1, ctx.node.outputs[0], RESHAPE_INERT))
 
 
 @rule("Gather")

@@ -8,6 +8,7 @@ result per head.
 """
 
 from ..dims import Unsupported
+from ...symbolic import dims_equal
 from . import rule
 
 
@@ -29,10 +30,14 @@ def _batch_broadcast(ctx, x, y, x_batch_rank, y_batch_rank):
     sx, sy = ctx.shape(x), ctx.shape(y)
     lead = y_batch_rank - x_batch_rank
     for ax in range(x_batch_rank):
-        if sx[ax] == sy[ax + lead]:
+        if dims_equal(sx[ax], sy[ax + lead]):
             ctx.same(ctx.dim(x, ax), ctx.dim(y, ax + lead))
-        elif sx[ax] != 1:
+        elif isinstance(sx[ax], int) and isinstance(sy[ax + lead], int) and sx[ax] != 1:
             raise Unsupported(f"batch axis {ax} of '{x}' does not broadcast to '{y}'")
+        elif sx[ax] != 1:  # symbolic sizes the graph cannot relate: pinned, not guessed
+            reason = f"MatMul batch axis {ax} of '{x}' ({sx[ax]}) is not provably that of '{y}'"
+            ctx.pin(ctx.dim(x, ax), reason)
+            ctx.pin(ctx.dim(y, ax + lead), reason)
 
 
 @rule("MatMul")
