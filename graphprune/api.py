@@ -30,9 +30,12 @@ class PruneResult:
     verification: Verification
 
 
-def load(model) -> Graph:
-    """Read an ONNX path or ModelProto into the IR (shapes inferred, shape arithmetic folded)."""
-    return load_onnx(model)
+def load(model, input_shapes: dict | None = None) -> Graph:
+    """Read an ONNX path or ModelProto into the IR (shapes inferred, shape arithmetic folded).
+
+    ``input_shapes`` (input name → sizes) fixes dynamic axes for metrics and verification.
+    """
+    return load_onnx(model, input_shapes=input_shapes)
 
 
 def save(model, path: str | os.PathLike, external_data: bool | None = None):
@@ -44,13 +47,18 @@ def save(model, path: str | os.PathLike, external_data: bool | None = None):
     return save_onnx(model, path, external_data)
 
 
-def inspect(model) -> dict:
-    """Channel groups (prunable and pinned, with reasons), params and MACs per layer."""
-    graph = load_onnx(model)
+def inspect(model, input_shapes: dict | None = None) -> dict:
+    """Channel groups (prunable and pinned, with reasons), params and MACs per layer.
+
+    MACs are counted at ``input_shapes`` where inputs have dynamic axes (else at
+    the first shape the oracle would try); ``macs_at`` says which.
+    """
+    graph = load_onnx(model, input_shapes=input_shapes)
     analysis = analyse(graph)
     return {
         "params": graph.param_count(),
         "macs": total_macs(graph),
+        "macs_at": metric_shapes(graph),
         "groups": [group_summary(analysis, g) for g in analysis.prunable_groups()],
         "pinned": pinned_parameter_groups(analysis),
         "layers": layer_table(graph),
@@ -60,7 +68,7 @@ def inspect(model) -> dict:
 def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: bool = False,
           round_to: int = 1, keep: str | None = None, verify: bool = True,
           max_group_ratio: float = 0.9, tolerance: float = 1e-4, plan=None,
-          example_inputs=None, loss_fn=None):
+          example_inputs=None, loss_fn=None, input_shapes: dict | None = None):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -83,6 +91,8 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
             replays on its ONNX export and vice versa.
         example_inputs: a tensor or tuple of tensors (modules only).
         loss_fn: ``output -> scalar`` for ``taylor`` importance (modules only).
+        input_shapes: input name → sizes for inputs with dynamic axes (ONNX):
+            the shapes verification runs at first and MACs are counted at.
     """
     if _is_torch_module(model):
         from .torch_prune import prune_module
@@ -90,19 +100,21 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
         return prune_module(model, ratio, example_inputs, importance, global_ranking, round_to, keep,
                             verify, max_group_ratio, tolerance, plan, loss_fn)
     source = read_model(model)
-    graph = load_onnx(source)
+    graph = load_onnx(source, input_shapes=input_shapes)
+    macs_at = metric_shapes(graph)
     step = PruneChannels(ratio=ratio, importance=importance, global_ranking=global_ranking,
                          round_to=round_to, keep=keep or "", max_group_ratio=max_group_ratio,
                          replay=read_plan(plan) if plan is not None else None)
     outcome = step(graph)
     pruned = to_onnx(graph)
-    verification = (verify_prune(source, pruned, step.plan, tolerance) if verify
+    verification = (verify_prune(source, pruned, step.plan, tolerance, input_shapes=input_shapes) if verify
                     else Verification("skipped", tolerance=tolerance))
     settings = {"ratio": ratio, "importance": importance, "global": global_ranking,
                 "round_to": round_to, "keep": keep, "max_group_ratio": max_group_ratio}
     if plan is not None:
         settings = {"plan": str(plan) if not isinstance(plan, dict) else "(report dict)"}
     report = build_report(step.plan, step.sliced, outcome.params, outcome.macs, verification, settings)
+    report["macs_at"] = macs_at
     if plan is not None:
         report["plan_skipped"] = step.plan.skipped
     if not verification.ok:
@@ -115,7 +127,15 @@ def _is_torch_module(model) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def run_pipeline(model, pipeline, verify: bool = True):
+def metric_shapes(graph: Graph) -> dict[str, list]:
+    """The input shapes MACs are counted at (symbols replaced by ``graph.symbol_values``)."""
+    from .symbolic import evaluate
+
+    return {name: [evaluate(d, graph.symbol_values, default=1) for d in (graph.shape(name) or ())]
+            for name in graph.inputs}
+
+
+def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None = None):
     """Run a pipeline (a Pipeline, a spec string or TOML path) on a model.
 
     Returns ``(ModelProto, PassResult)``. With ``verify`` every modifying pass
@@ -126,23 +146,24 @@ def run_pipeline(model, pipeline, verify: bool = True):
     if not isinstance(pipeline, Pass):
         pipeline = build_pipeline(pipeline)
     source = read_model(model)
-    graph = load_onnx(source)
+    graph = load_onnx(source, input_shapes=input_shapes)
     result = pipeline(graph, verify=verify)
     out = to_onnx(graph)
     if verify and result.modified and pipeline.lossless:
-        end_to_end = compare(source, out)
+        end_to_end = compare(source, out, input_shapes=input_shapes)
         if not end_to_end.ok:
             raise VerificationError(f"pipeline: {end_to_end.message}", end_to_end)
         result.verification = end_to_end
     return out, result
 
 
-def fold(model, verify: bool = True):
+def fold(model, verify: bool = True, input_shapes: dict | None = None):
     """The default lossless pipeline (``graphprune fold``), to a fixed point."""
     import graphprune.passes as builtin
 
     names = [n for n in builtin.DEFAULT_FOLD if n in builtin.PASSES]
-    return run_pipeline(model, build_pipeline([(n, {}) for n in names], fixed_point=True), verify)
+    return run_pipeline(model, build_pipeline([(n, {}) for n in names], fixed_point=True), verify,
+                        input_shapes)
 
 
 def analyse_model(model) -> ChannelAnalysis:

@@ -57,6 +57,12 @@ def print_prune_summary(report: dict, seconds: float) -> None:
     detail = f" (max relative error {v['max_relative_error']:.2e})" if v["status"] == "exact" else ""
     print(f"groups: {len(groups)} pruned, {len(report['pinned'])} pinned; "
           f"verification: {v['status']}{detail}; {seconds:.2f}s")
+    shapes = "; ".join(", ".join(f"{k}={'x'.join(map(str, s))}" for k, s in run.items())
+                       for run in v.get("shapes") or [])
+    if shapes:
+        print(f"verified at: {shapes}")
+    if report.get("macs_at"):
+        print("MACs at: " + ", ".join(f"{k}={'x'.join(map(str, s))}" for k, s in report["macs_at"].items()))
 
 
 def _save_like_input(model, src: Path, dst: Path) -> None:
@@ -66,6 +72,13 @@ def _save_like_input(model, src: Path, dst: Path) -> None:
 
 def _same_file(a: Path, b: Path) -> bool:
     return b.exists() and os.path.samefile(a, b)
+
+
+def _input_shapes(args) -> dict | None:
+    from .feeds import parse_input_shape
+
+    shapes = dict(parse_input_shape(text) for text in (getattr(args, "input_shape", None) or []))
+    return shapes or None
 
 
 def cmd_prune(args) -> int:
@@ -79,7 +92,8 @@ def cmd_prune(args) -> int:
         result = api.prune(src, ratio=args.ratio or 0.0, importance=args.importance,
                            global_ranking=args.global_ranking, round_to=args.round_to,
                            keep=args.keep, verify=not args.no_verify,
-                           max_group_ratio=args.max_group_ratio, plan=args.plan)
+                           max_group_ratio=args.max_group_ratio, plan=args.plan,
+                           input_shapes=_input_shapes(args))
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
@@ -100,11 +114,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def cmd_inspect(args) -> int:
-    info = api.inspect(Path(args.input))
+    info = api.inspect(Path(args.input), input_shapes=_input_shapes(args))
     if args.json:
         print(json.dumps(info, indent=1))
         return EXIT_OK
-    print(f"params {_fmt(info['params'])}, MACs {_fmt(info['macs'])}")
+    at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in info["macs_at"].items())
+    print(f"params {_fmt(info['params'])}, MACs {_fmt(info['macs'])} (at {at})")
     print(f"\nprunable groups ({len(info['groups'])}):")
     if info["groups"]:
         print_table([("group", "channels", "parameters")] + [
@@ -152,12 +167,14 @@ def _run_and_write(args, runner) -> int:
 
 
 def cmd_fold(args) -> int:
-    return _run_and_write(args, lambda: api.fold(Path(args.input), verify=not args.no_verify))
+    return _run_and_write(args, lambda: api.fold(Path(args.input), verify=not args.no_verify,
+                                                 input_shapes=_input_shapes(args)))
 
 
 def cmd_run(args) -> int:
     return _run_and_write(args, lambda: api.run_pipeline(Path(args.input), args.pipeline,
-                                                         verify=not args.no_verify))
+                                                         verify=not args.no_verify,
+                                                         input_shapes=_input_shapes(args)))
 
 
 def cmd_passes(args) -> int:
@@ -195,6 +212,10 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+INPUT_SHAPE_HELP = ("size of an input with dynamic axes, e.g. input_ids=1x128 or images=1x3x640x640 "
+                    "(repeatable); verification runs at it first and MACs are counted at it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphprune",
@@ -226,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.json", help="write kept indices, params, MACs, groups, verification")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime oracle check")
     p.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the input file")
+    p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help=INPUT_SHAPE_HELP)
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("inspect", help="show channel groups, pinned reasons, params and MACs",
@@ -233,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "are pinned and why, and params/MACs per layer.")
     p.add_argument("input", help="input .onnx model")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help=INPUT_SHAPE_HELP)
     p.set_defaults(func=cmd_inspect)
 
     for name, helptext, func in (
@@ -251,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--report", metavar="FILE.json", help="write the per-pass results as JSON")
         p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime checks")
         p.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the input file")
+        p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help=INPUT_SHAPE_HELP)
         p.set_defaults(func=func)
 
     p = sub.add_parser("passes", help="list the available passes and their options",

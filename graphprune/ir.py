@@ -67,6 +67,8 @@ class Graph:
         self.folded: dict[str, set[tuple[str, int]]] = {}  # constant -> the (tensor, axis) sizes it was computed from
         self.pristine: dict[str, tuple[np.ndarray, Any]] = {}  # name -> (array as loaded, its source tensor)
         self.pinned: dict = {}  # tensor or (tensor, axis) -> why it must stay (front-end knowledge)
+        self.input_shapes: dict[str, tuple[int, ...]] = {}  # declared by the user (--input-shape)
+        self.symbol_values: dict[str, int] = {}  # symbolic dim -> size for metrics
 
     # -- queries -----------------------------------------------------------
     def shape(self, tensor: str) -> Shape | None:

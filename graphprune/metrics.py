@@ -2,7 +2,10 @@
 
 MACs count the multiply-accumulates of contractions (Conv, ConvTranspose,
 Gemm, MatMul), the ops that dominate cost and that pruning shrinks;
-channel-wise ops are not counted. Symbolic sizes (batch) count as 1.
+channel-wise ops are not counted. Symbolic sizes are evaluated at
+``Graph.symbol_values`` (the declared ``--input-shape`` or the first shape
+the oracle tries: batch 1, sequence 16, images 224×224); a size that stays
+unknown (a data-dependent count) counts as 1, and no count is ever negative.
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from .ir import Graph, Node
+from .symbolic import evaluate
 
 
-def _numel(shape) -> int:
-    return int(np.prod([d if isinstance(d, int) else 1 for d in shape])) if shape else 0
+def _size(graph: Graph, d) -> int:
+    return max(evaluate(d, graph.symbol_values, default=1) or 0, 0)
 
 
 def node_macs(graph: Graph, node: Node) -> int:
+    def _numel(shape) -> int:
+        return int(np.prod([_size(graph, d) for d in shape], dtype=np.int64)) if shape else 0
+
     shape = graph.shape
     if node.op == "Conv":
         w, y = shape(node.input(1)), shape(node.outputs[0])
@@ -29,13 +36,13 @@ def node_macs(graph: Graph, node: Node) -> int:
         if not a or not y:
             return 0
         k = a[0] if node.attr("transA", 0) else a[1]
-        return _numel(y) * (k if isinstance(k, int) else 1)
+        return _numel(y) * _size(graph, k)
     if node.op == "MatMul":
         a, y = shape(node.input(0)), shape(node.outputs[0])
         if not a or y is None:
             return 0
         k = a[-1]
-        return max(_numel(y), 1) * (k if isinstance(k, int) else 1)
+        return max(_numel(y), 1) * _size(graph, k)
     return 0
 
 

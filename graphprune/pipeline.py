@@ -75,9 +75,9 @@ class Pass:
     def apply(self, graph: Graph) -> dict:
         raise NotImplementedError
 
-    def check(self, before, after) -> Verification:
+    def check(self, before, after, input_shapes: dict | None = None) -> Verification:
         """Lossless passes must reproduce their input; override for lossy ones."""
-        return compare(before, after)
+        return compare(before, after, input_shapes=input_shapes)
 
     def __call__(self, graph: Graph, verify: bool = False) -> PassResult:
         before_proto = to_onnx(graph, infer=False) if verify else None
@@ -91,7 +91,7 @@ class Pass:
         nodes1, params1, macs1 = _measure(graph) if modified else (nodes0, params0, macs0)
         verification = None
         if verify and modified:
-            verification = self.check(before_proto, to_onnx(graph, infer=False))
+            verification = self.check(before_proto, to_onnx(graph, infer=False), graph.input_shapes)
             if not verification.ok:
                 raise VerificationError(f"pass {self.name}: {verification.message}", verification)
         return PassResult(self.name, modified, (nodes0, nodes1), (params0, params1),

@@ -6,7 +6,11 @@ consumed — the contracted input of each Conv/Gemm/MatMul — with
 cannot leak through ``0 · inf``; models older than opset 9, which lack
 ``Where``, get ``x * mask``). If only channel-wise ops lie between
 producers and contractions, the pruned model must reproduce this oracle on
-any input; we check random inputs to a relative error below ``tolerance``.
+any input; we check inputs from :mod:`.feeds` (realistic sizes for dynamic
+axes, valid integer indices, two draws) to a relative error below
+``tolerance`` (per dtype), at the graph outputs *and* right after every
+contraction that reads a pruned group, so an output that saturates (a
+sigmoid near 0, an argmax) cannot hide a wrong slice.
 
 Groups marked approximate (a LayerNorm over the pruned axis, say) change the
 function by design; when any of them was pruned the check is downgraded to
@@ -32,6 +36,7 @@ class Verification:
     outputs: dict[str, float] = field(default_factory=dict)
     tolerance: float = 1e-4
     message: str = ""
+    shapes: list = field(default_factory=list)  # the input shapes of each run
 
     @property
     def ok(self) -> bool:
@@ -39,7 +44,8 @@ class Verification:
 
     def to_dict(self) -> dict:
         return {"status": self.status, "max_relative_error": self.max_relative_error,
-                "tolerance": self.tolerance, "outputs": self.outputs, "message": self.message}
+                "tolerance": self.tolerance, "outputs": self.outputs, "message": self.message,
+                "shapes": self.shapes}
 
 
 def session(model: onnx.ModelProto):
@@ -59,7 +65,8 @@ def session(model: onnx.ModelProto):
 
 
 def random_inputs(sess, seed: int = 0, symbolic: int = 1) -> dict[str, np.ndarray]:
-    """Random feeds for every input: normal floats, zero integers, symbolic sizes set to ``symbolic``."""
+    """Random feeds for every input of a session: normal floats, zero integers,
+    symbolic sizes set to ``symbolic`` (for callers without a model; the oracle uses :mod:`.feeds`)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for inp in sess.get_inputs():
@@ -115,48 +122,164 @@ def oracle_model(original: onnx.ModelProto, plan) -> onnx.ModelProto:
     return model
 
 
+DTYPE_TOLERANCE = {"float16": 1e-2, "bfloat16": 4e-2, "float32": 1e-4, "float64": 1e-8}
+RUNS = 2  # input draws per check, each at its own shapes where the model allows
+
+
+def tolerance_for(dtype: np.dtype, tolerance: float) -> float:
+    """``tolerance`` is the float32 figure; coarser types get their own floor, float64 a finer one."""
+    name = np.dtype(dtype).name
+    if name == "float32" or name not in DTYPE_TOLERANCE:
+        return tolerance
+    return max(tolerance, DTYPE_TOLERANCE[name]) if name in ("float16", "bfloat16") else min(
+        tolerance, DTYPE_TOLERANCE[name])
+
+
 def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
-    scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-6)
-    diff = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
-    return float(np.max(diff)) / scale if diff.size else 0.0
+    """max |e - a| / max |e| over finite positions; NaN/Inf must sit at the same places (else inf)."""
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    if expected.dtype.kind not in "fc":
+        return 0.0 if np.array_equal(expected, actual) else float("inf")
+    e64, a64 = expected.astype(np.float64), actual.astype(np.float64)
+    finite = np.isfinite(e64)
+    if not np.array_equal(finite, np.isfinite(a64)) or not np.array_equal(e64[~finite], a64[~finite],
+                                                                            equal_nan=True):
+        return float("inf")
+    if not finite.any():
+        return 0.0
+    scale = max(float(np.max(np.abs(e64[finite]))), 1e-6)
+    return float(np.max(np.abs(e64[finite] - a64[finite]))) / scale
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also returns the tensors ``names`` (internal checkpoints)."""
+    present = {o.name for o in model.graph.output}
+    extra = [n for n in names if n not in present]
+    if not extra:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra)
+    return out
+
+
+def _run_reference(ref, plan, seed: int):
+    """Run the reference at the plan's assignments until ``RUNS`` of them work.
+
+    Returns ``[(shapes, feeds, outputs)]``; raises the last error when none runs.
+    """
+    runs, error = [], None
+    for k, shapes in enumerate(plan.assignments()):
+        feeds = plan.values(shapes, seed + k)
+        try:
+            runs.append((shapes, feeds, ref.run(None, feeds)))
+        except Exception as exc:  # the model cannot run at these sizes: try the next ones
+            error = exc
+            continue
+        if len(runs) == RUNS or not plan.symbolic:
+            break
+    if not runs:
+        raise error
+    if len(runs) < RUNS:  # one shape only (static or declared): a second draw of values
+        shapes = runs[0][0]
+        feeds = plan.values(shapes, seed + 101)
+        runs.append((shapes, feeds, ref.run(None, feeds)))
+    return runs
 
 
 def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate: bool = False,
-            tolerance: float = 1e-4, seed: int = 0) -> Verification:
-    """Run both models on the same random inputs and compare every output."""
-    ref, cand = session(reference), session(candidate)
-    try:  # symbolic sizes of 2, so attention over tokens and batch statistics are non-trivial
-        feeds = random_inputs(ref, seed, symbolic=2)
-        expected = ref.run(None, feeds)
-    except Exception:  # some models only run with their symbolic sizes at 1
-        feeds = random_inputs(ref, seed, symbolic=1)
-        expected = ref.run(None, feeds)
-    actual = cand.run(None, {k: v for k, v in feeds.items() if k in {i.name for i in cand.get_inputs()}})
-    names = [o.name for o in ref.get_outputs()]
-    result = Verification("approximate" if approximate else "exact", tolerance=tolerance)
-    for name, e, a in zip(names, expected, actual):
-        if e.shape != a.shape:
-            result.status = "failed"
-            result.message = f"output '{name}' has shape {a.shape}, expected {e.shape}"
-            return result
-        if approximate:
-            if not np.all(np.isfinite(a)):
+            tolerance: float = 1e-4, seed: int = 0, input_shapes: dict | None = None,
+            internal: dict[str, list] | None = None) -> Verification:
+    """Run both models on the same inputs and compare every output (and ``internal`` tensors).
+
+    Inputs come from :mod:`.feeds`: realistic sizes for symbolic dims (the
+    user's ``input_shapes`` first), tried until the reference runs, at two
+    assignments where the model allows; valid integer indices. ``internal``
+    maps tensors both models compute to the kept indices per axis (None: the
+    axis is unchanged); the reference's tensor is sliced before comparing, so
+    a wrong slice is caught even where the outputs saturate.
+    """
+    from .feeds import feed_plan
+
+    computed = ({o for n in reference.graph.node for o in n.output}
+                & {o for n in candidate.graph.node for o in n.output})
+    internal = {k: v for k, v in (internal or {}).items() if not approximate and k in computed}
+    ref = session(_with_outputs(reference, list(internal)))
+    cand = session(_with_outputs(candidate, list(internal)))
+    plan = feed_plan(reference, input_shapes)
+    runs = _run_reference(ref, plan, seed)
+    ref_names = [o.name for o in ref.get_outputs()]
+    cand_inputs = {i.name for i in cand.get_inputs()}
+    result = Verification("approximate" if approximate else "exact", tolerance=tolerance,
+                          shapes=[{k: list(v) for k, v in shapes.items()} for shapes, _, _ in runs])
+    for shapes, feeds, expected in runs:
+        actual = dict(zip([o.name for o in cand.get_outputs()],
+                          cand.run(None, {k: v for k, v in feeds.items() if k in cand_inputs})))
+        for name, e in zip(ref_names, expected):
+            if name not in actual:
+                continue
+            a = actual[name]
+            if name in internal:
+                e = _slice_kept(e, internal[name])
+            where = "tensor" if name in internal else "output"
+            if e.shape != a.shape:
                 result.status = "failed"
-                result.message = f"output '{name}' has non-finite values"
-            continue
-        err = relative_error(e, a)
-        result.outputs[name] = err
-        result.max_relative_error = max(result.max_relative_error, err)
-        if not err < tolerance:
-            result.status = "failed"
-            result.message = (f"output '{name}' differs from the oracle by {err:.3g} "
-                              f"(relative; tolerance {tolerance:g})")
+                result.message = f"{where} '{name}' has shape {a.shape}, expected {e.shape} (inputs {shapes})"
+                return result
+            if approximate:
+                if a.dtype.kind == "f" and not np.all(np.isfinite(a)) and np.all(np.isfinite(e)):
+                    result.status = "failed"
+                    result.message = f"output '{name}' has non-finite values"
+                continue
+            err = relative_error(e, a)
+            limit = tolerance_for(e.dtype, tolerance) if e.dtype.kind == "f" else 0.0
+            result.outputs[name] = max(err, result.outputs.get(name, 0.0))
+            result.max_relative_error = max(result.max_relative_error, err)
+            if not err <= limit:
+                result.status = "failed"
+                result.message = (f"{where} '{name}' differs from the oracle by {err:.3g} "
+                                  f"(relative; tolerance {limit:g}; inputs {shapes})")
+                return result
     return result
 
 
+def _slice_kept(value: np.ndarray, kept_per_axis: list) -> np.ndarray:
+    """Keep ``kept`` indices per axis; an index set of one period repeats along a longer axis."""
+    for axis, kept in enumerate(kept_per_axis):
+        if kept is None or axis >= value.ndim:
+            continue
+        period, indices = kept
+        size = value.shape[axis]
+        if size != period and period and size % period == 0:
+            indices = (np.arange(size // period)[:, None] * period + indices[None, :]).reshape(-1)
+        value = np.take(value, indices, axis=axis)
+    return value
+
+
+def internal_checkpoints(plan) -> dict[str, list]:
+    """Outputs of every contraction that reads a pruned group or produces one, with
+    kept indices per axis (as ``(period, indices)``)."""
+    table = plan.analysis.table
+    checkpoints = {}
+    for c in table.contractions:
+        shape = plan.analysis.graph.shape(c.anchor)
+        if c.anchor in checkpoints or shape is None:
+            continue
+        axes = []
+        for axis in range(len(shape)):
+            did = table.ids.get((c.anchor, axis))
+            kept = plan.kept(did) if did is not None else None
+            axes.append(None if kept is None else (table.sizes[did], kept))
+        if plan.kept(c.dim) is not None or any(a is not None for a in axes):
+            checkpoints[c.anchor] = axes
+    return checkpoints
+
+
 def verify_prune(original: onnx.ModelProto, pruned: onnx.ModelProto, plan,
-                 tolerance: float = 1e-4, seed: int = 0) -> Verification:
-    """Check a pruned model against the oracle built from ``original`` and ``plan``."""
+                 tolerance: float = 1e-4, seed: int = 0, input_shapes: dict | None = None) -> Verification:
+    """Check a pruned model against the oracle built from ``original`` and ``plan``,
+    at its outputs and right after every contraction the prune touched."""
     approximate = any(plan.analysis.groups[gid].approximate and mask.any()
                       for gid, mask in plan.removed.items())
-    return compare(oracle_model(original, plan), pruned, approximate, tolerance, seed)
+    return compare(oracle_model(original, plan), pruned, approximate, tolerance, seed, input_shapes,
+                   internal_checkpoints(plan))

@@ -53,5 +53,5 @@ class PruneChannels(Pass):
                            for g in analysis.prunable_groups()],
                 "pinned": pinned_parameter_groups(analysis)}
 
-    def check(self, before, after):
-        return verify_prune(before, after, self.plan)
+    def check(self, before, after, input_shapes=None):
+        return verify_prune(before, after, self.plan, input_shapes=input_shapes)

@@ -196,11 +196,14 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray:
     return np.array(value, dtype=dtype)
 
 
-def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = True) -> Graph:
+def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = True,
+              input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
     """Read an ONNX model into the IR.
 
     Args:
         model: path to a ``.onnx`` file or an in-memory ``ModelProto``.
+        input_shapes: sizes the user declared for inputs with dynamic axes;
+            they set the shapes metrics and verification use.
         fold_shapes: evaluate shape arithmetic over static shapes into
             constants, so reshape targets and weight transposes are visible to
             the channel rules (lossless).
@@ -242,9 +245,21 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
                   name=g.name, source=proto)
     graph.pristine = pristine
     graph.unshare_uniform_constants()
+    _set_metric_shapes(graph, proto, input_shapes or {})
     if fold_shapes and fold_static_shapes(graph):
         refresh_shapes(graph)  # folded targets give static shapes where inference had none
     return graph
+
+
+def _set_metric_shapes(graph: Graph, proto: onnx.ModelProto, declared: dict) -> None:
+    """The declared input shapes, and the symbol values of the first shape the oracle tries."""
+    from ..feeds import feed_plan
+
+    plan = feed_plan(proto, declared)
+    graph.input_shapes = dict(declared)
+    if plan.symbolic:
+        values = plan.symbol_values(plan.assignments()[0])
+        graph.symbol_values = {safe_symbol(k): v for k, v in values.items()}
 
 
 def refresh_shapes(graph: Graph) -> None:
