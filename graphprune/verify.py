@@ -213,8 +213,13 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
     result = Verification("approximate" if approximate else "exact", tolerance=tolerance,
                           shapes=[{k: list(v) for k, v in shapes.items()} for shapes, _, _ in runs])
     for shapes, feeds, expected in runs:
-        actual = dict(zip([o.name for o in cand.get_outputs()],
-                          cand.run(None, {k: v for k, v in feeds.items() if k in cand_inputs})))
+        try:
+            actual = dict(zip([o.name for o in cand.get_outputs()],
+                              cand.run(None, {k: v for k, v in feeds.items() if k in cand_inputs})))
+        except Exception as exc:  # the result does not run where the original does: a failed check
+            result.status = "failed"
+            result.message = f"the result does not run at inputs {shapes}: {str(exc).splitlines()[0][:300]}"
+            return result
         for name, e in zip(ref_names, expected):
             if name not in actual:
                 continue

@@ -26,7 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from ..ir import Graph
 from .dims import DimTable, RuleContext, Unsupported
 from .rules import rule_for
-from .shape_sources import pin_target_reads
+from .shape_sources import VECTOR_OPS, only_feeds_targets, pin_target_reads
 
 
 @dataclass
@@ -102,7 +102,6 @@ def _run_rules(graph: Graph) -> DimTable:
                 table.pin(table.dim(*key), reason)
         elif graph.shape(key) is not None:
             _pin_axes(table, key, reason)
-    target_builders = _target_builders(graph, table)
     for node in graph.nodes:
         ctx = RuleContext(table, node)
         rule = rule_for(node.op, node.domain)
@@ -132,7 +131,7 @@ def _run_rules(graph: Graph) -> DimTable:
                                              f"axis {axis} of '{tensor}'")
         for i, tensor in enumerate(node.inputs):
             sources = graph.folded.get(tensor)
-            if not sources or (i == 1 and node.op in TARGET_OPS) or node.name in target_builders:
+            if not sources or (i == 1 and node.op in TARGET_OPS) or _builds_targets(table, node):
                 continue  # the emitter writes the new size into these
             for src, axis in sources:
                 shape = graph.shape(src)
@@ -146,17 +145,11 @@ def _run_rules(graph: Graph) -> DimTable:
 TARGET_OPS = ("Reshape", "Expand")  # ops whose shape input the emitter rewrites
 
 
-def _target_builders(graph: Graph, table: DimTable) -> set[str]:
-    """Concat nodes that only build Reshape/Expand targets: their constant pieces get rewritten."""
-    builders = set()
-    for node in graph.nodes:
-        if node.op != "Concat" or not node.outputs or node.outputs[0] in graph.outputs:
-            continue
-        users = table.consumers.get(node.outputs[0], [])
-        if users and all(u.op in TARGET_OPS and u.input(1) == node.outputs[0]
-                         and node.outputs[0] not in u.inputs[:1] for u in users):
-            builders.add(node.name)
-    return builders
+def _builds_targets(table: DimTable, node) -> bool:
+    """A shape-vector op whose outputs only feed followed Reshape/Expand targets: the sizes
+    it reads are accounted for entry by entry there (:func:`shape_sources.couple_target`)."""
+    return node.op in VECTOR_OPS and node.domain in ("", "ai.onnx") and all(
+        only_feeds_targets(table, out) for out in node.outputs if out)
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -28,13 +28,14 @@ from ..ir import Graph, Node
 
 PASS_THROUGH = ("Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape", "Flatten")
 ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.floor_divide}
+VECTOR_OPS = (*PASS_THROUGH, "Concat", "Gather", "Slice", "Equal", "Where", *ARITHMETIC)  # followed
 MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
 class Entry:
     value: int | None = None  # known at analysis time
-    piece: tuple[int, int] | None = None  # (input index, offset) in the building Concat
+    piece: tuple[str, int, int] | None = None  # (Concat node, input index, offset) holding the constant
     reads: frozenset = frozenset()  # (tensor, axis) sizes it is computed from
     direct: bool = False  # it is exactly the run-time size of the one axis in ``reads``
 
@@ -57,7 +58,7 @@ def shape_entries(graph: Graph, producers: dict[str, Node], name: str, depth: in
     if value is not None:
         if value.dtype.kind not in "iu" or value.ndim > 1:
             return None
-        reads = frozenset(graph.folded.get(name, ()))
+        reads = frozenset(graph.folded.get(name, ()))  # sizes folded at load: fixed, not read at run time
         return [Entry(value=int(v), reads=reads) for v in value.reshape(-1)]
     node = producers.get(name)
     if node is None or node.domain not in ("", "ai.onnx"):
@@ -76,10 +77,12 @@ def shape_entries(graph: Graph, producers: dict[str, Node], name: str, depth: in
         return recurse(node.input(0))
     if node.op == "Concat":
         out: list[Entry] = []
-        for part in node.inputs:
+        for i, part in enumerate(node.inputs):
             entries = recurse(part)
             if entries is None:
                 return None
+            if part in graph.constants:
+                entries = [Entry(e.value, (node.name, i, j), e.reads, e.direct) for j, e in enumerate(entries)]
             out.extend(entries)
         return out
     if node.op == "Gather":
@@ -146,20 +149,12 @@ def _slice(graph: Graph, node: Node, data: list[Entry] | None) -> list[Entry] | 
 
 def resolve_target(graph: Graph, producers: dict[str, Node], name: str) -> tuple[Node | None, list[Entry]] | None:
     """The ``Concat`` that builds the run-time vector ``name`` (None if another op does)
-    and its entries; ``piece`` is set only on that Concat's own constant inputs."""
-    node = producers.get(name)
-    if node is not None and node.op == "Concat":
-        entries: list[Entry] = []
-        for i, part in enumerate(node.inputs):
-            sub = shape_entries(graph, producers, part)
-            if sub is None:
-                return None
-            if part in graph.constants:
-                sub = [Entry(e.value, (i, j), e.reads, e.direct) for j, e in enumerate(sub)]
-            entries.extend(sub)
-        return node, entries
+    and its entries, or None when the vector cannot be followed."""
     entries = shape_entries(graph, producers, name)
-    return None if entries is None else (None, entries)
+    if entries is None:
+        return None
+    node = producers.get(name)
+    return (node if node is not None and node.op == "Concat" else None), entries
 
 
 def rewrite_target(ctx, input_index: int, new_values: dict[int, int]) -> None:
@@ -169,7 +164,9 @@ def rewrite_target(ctx, input_index: int, new_values: dict[int, int]) -> None:
     by a ``Concat`` gets a private copy of that ``Concat`` with edited
     constant pieces (exporters share one shape vector between several
     reshapes that may change differently), inserted right before the node.
-    The rule has checked every changed position is such a piece.
+    A piece in a ``Concat`` further up (behind ``Reshape``/``Where`` as the
+    legacy exporter writes ``expand``) is edited in place: the rule checked
+    that that ``Concat`` feeds nothing else.
     """
     if not new_values:
         return
@@ -183,25 +180,60 @@ def rewrite_target(ctx, input_index: int, new_values: dict[int, int]) -> None:
         ctx.replace_constant_input(input_index, target)
         return
     resolved = resolve_target(graph, ctx.producers, name)
-    if resolved is None or resolved[0] is None:
+    if resolved is None:
         return
-    concat, entries = resolved
-    pieces: dict[int, np.ndarray] = {}
+    direct, entries = resolved
+    edits: dict[str, dict[int, np.ndarray]] = {}
+    by_name = {n.name: n for n in graph.nodes}
     for pos, size in new_values.items():
-        index, offset = entries[pos].piece
+        concat_name, index, offset = entries[pos].piece
+        concat = by_name[concat_name]
+        pieces = edits.setdefault(concat_name, {})
         if index not in pieces:
             pieces[index] = graph.constants[concat.inputs[index]].copy()
         pieces[index].reshape(-1)[offset] = size
+    for concat_name, pieces in edits.items():
+        concat = by_name[concat_name]
+        if direct is not None and concat is direct:
+            concat = _private_copy(ctx, concat, input_index)
+        for index, value in pieces.items():
+            concat.inputs[index] = graph.add_constant(f"{concat.inputs[index]}_pruned", value)
+
+
+def _private_copy(ctx, concat: Node, input_index: int) -> Node:
+    graph = ctx.graph
     node_names = {n.name for n in graph.nodes}
     clone_name = next(f"{concat.name}_pruned{i or ''}" for i in range(len(node_names) + 1)
                       if f"{concat.name}_pruned{i or ''}" not in node_names)
     clone = Node(clone_name, "Concat", list(concat.inputs),
                  [graph.unique_name(f"{concat.outputs[0]}_pruned")], dict(concat.attrs),
                  concat.domain, dict(concat.raw_attrs))
-    for index, value in pieces.items():
-        clone.inputs[index] = graph.add_constant(f"{concat.inputs[index]}_pruned", value)
     graph.nodes.insert(graph.nodes.index(ctx.node), clone)
     ctx.node.inputs[input_index] = clone.outputs[0]
+    return clone
+
+
+def _feeds_only(table, name: str, target: Node, depth: int = 0) -> bool:
+    """Every use of ``name`` leads, through shape-vector ops, to ``target``'s shape input."""
+    if depth > MAX_DEPTH or name in table.graph.outputs:
+        return False
+    for user in table.consumers.get(name, []):
+        if user is target:
+            if user.input(0) == name:
+                return False
+            continue
+        if user.op not in VECTOR_OPS or not all(_feeds_only(table, o, target, depth + 1) for o in user.outputs if o):
+            return False
+    return True
+
+
+def _rewritable(ctx, entry: Entry, direct: Node | None) -> bool:
+    if entry.value is None or entry.piece is None:
+        return False
+    if direct is not None and entry.piece[0] == direct.name:
+        return True
+    concat = next((n for n in ctx.graph.nodes if n.name == entry.piece[0]), None)
+    return concat is not None and _feeds_only(ctx.table, concat.outputs[0], ctx.node)
 
 
 def couple_target(ctx, input_index: int, y: str, inert: tuple[int, ...]) -> None:
@@ -222,11 +254,11 @@ def couple_target(ctx, input_index: int, y: str, inert: tuple[int, ...]) -> None
     if resolved is None:
         raise Unsupported(f"{ctx.node.op} target ('{name}') is computed at run time "
                           "in a way that cannot be followed")
-    entries = resolved[1]
+    direct, entries = resolved
     rank = ctx.rank(y)
     lead = rank - len(entries)
     for pos, entry in enumerate(entries):
-        if entry.value is not None and (entry.piece is not None or entry.value in inert):
+        if entry.value is not None and (entry.value in inert or _rewritable(ctx, entry, direct)):
             continue
         if entry.size_of is not None and 0 <= pos + lead < rank and _same_size(ctx, entry.size_of, y, pos + lead):
             # the run-time size of an axis that is pruned together with this output axis
@@ -285,14 +317,12 @@ def only_feeds_targets(table, name: str, depth: int = 0) -> bool:
     for user in table.consumers.get(name, []):
         if user.domain not in ("", "ai.onnx"):
             return False
-        if user.op in ("Reshape", "Expand"):
-            if user.input(0) == name or user.input(1) != name:
-                return False
-            if resolve_target(table.graph, table.producers, name) is None:
+        if user.op in ("Reshape", "Expand") and user.input(1) == name:
+            if user.input(0) == name or resolve_target(table.graph, table.producers, name) is None:
                 return False
             continue
         data_only = user.op in ("Gather", "Slice") and name in user.inputs[1:]
-        if data_only or user.op not in (*PASS_THROUGH, "Concat", "Gather", "Slice", "Equal", "Where", *ARITHMETIC):
+        if data_only or user.op not in VECTOR_OPS:
             return False
         if not all(only_feeds_targets(table, out, depth + 1) for out in user.outputs if out):
             return False
