@@ -15,7 +15,7 @@ for _module in pkgutil.iter_modules(__path__):
 
 # The lossless default of `graphprune fold`, run to a fixed point; passes not
 # (yet) installed are skipped by build_pipeline's caller.
-DEFAULT_FOLD = ["fold-constants", "remove-identities", "fold-batchnorm", "fold-channel-affine",
+DEFAULT_FOLD = ["fold-constants", "simplify-shapes", "remove-identities", "fold-batchnorm", "fold-channel-affine",
                 "dead-channels", "dedup", "dce"]
 
 __all__ = ["PASSES", "Pass", "Pipeline", "register", "DEFAULT_FOLD"]

@@ -23,7 +23,9 @@ Merged:
   identity the result is removed too;
 * ``Reshape(Reshape(x, s1), s2)`` is one ``Reshape`` of ``x`` to the pair's
   static output shape (reshapes keep row-major order, so only the last shape
-  matters); ``allowzero=1`` is set when that shape has a zero-sized axis.
+  matters); ``allowzero=1`` is set when that shape has a zero-sized axis;
+* ``Unsqueeze(Unsqueeze(x, a1), a2)`` is one ``Unsqueeze`` with the axes the
+  two insert, in final positions (any rank of ``x``, symbolic sizes too).
 
 Both merges require the first node's output to have the second as its only
 reader and not be a graph output, so a merge always removes a node.
@@ -312,7 +314,37 @@ def _merge_reshapes(s: _Sweep, node) -> None:
     s.merged["Reshape"] += 1
 
 
-_MERGES = {"Transpose": _merge_transposes, "Reshape": _merge_reshapes}
+def _unsqueeze_axes(s: _Sweep, node) -> list[int] | None:
+    axes = s.const(node.input(1)) if s.graph.opset >= 13 else node.attr("axes")
+    return None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+
+
+def _merge_unsqueezes(s: _Sweep, node) -> None:
+    """``Unsqueeze(Unsqueeze(x, a1), a2)`` is one ``Unsqueeze`` of ``x``: mark where each
+    pass inserts its new axes, in order; the marks' final positions are the axes."""
+    first = _chain_producer(s, node)
+    if first is None:
+        return
+    a1, a2 = _unsqueeze_axes(s, first), _unsqueeze_axes(s, node)
+    shape = s.graph.shape(first.inputs[0])
+    if a1 is None or a2 is None or shape is None:
+        return
+    layout = [False] * len(shape)
+    for axes in (a1, a2):
+        rank = len(layout) + len(axes)
+        for a in sorted(a % rank for a in axes):
+            layout.insert(a, True)
+    combined = [i for i, new in enumerate(layout) if new]
+    s.drop(first)
+    s.rewire(node, 0, first.inputs[0])
+    if s.graph.opset >= 13:
+        s.rewire(node, 1, s.graph.add_constant(f"{node.name}_axes", np.array(combined, dtype=np.int64)))
+    else:
+        node.set_attr("axes", combined)
+    s.merged["Unsqueeze"] += 1
+
+
+_MERGES = {"Transpose": _merge_transposes, "Reshape": _merge_reshapes, "Unsqueeze": _merge_unsqueezes}
 
 
 @register

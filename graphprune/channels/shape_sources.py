@@ -27,7 +27,14 @@ import numpy as np
 from ..ir import Graph, Node
 
 PASS_THROUGH = ("Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape", "Flatten")
-ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.floor_divide}
+def _truncating_div(a: int, b: int) -> int:
+    """ONNX integer Div truncates toward zero (numpy's // floors)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+ARITHMETIC = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b,
+              "Div": _truncating_div}
 VECTOR_OPS = (*PASS_THROUGH, "Concat", "Gather", "Slice", "Equal", "Where", *ARITHMETIC)  # followed
 MAX_DEPTH = 32
 

@@ -1,0 +1,125 @@
+"""simplify-shapes: fold run-time shape arithmetic that symbolic sizes decide (lossless).
+
+``fold-constants`` folds a node when all its inputs are constants. Exports
+with dynamic axes keep shape vectors at run time even where their values are
+known: ``Gather(Shape(x), 2)`` of ``x: (batch, seq, 256)`` is 256 whatever the
+batch; the legacy exporter writes ``expand`` as
+``Where(Equal(s, -1), 1, s)``, where ``Equal`` is false entry by entry because
+a size is never negative. This pass reads every shape vector with
+:func:`graphprune.channels.shape_sources.shape_entries` and
+
+* replaces a vector whose entries are all known by a constant (it remembers
+  which sizes it read, as load-time folding does, so pruning stays exact);
+* forwards a ``Where`` whose condition is a constant all-true or all-false
+  to the branch it picks, when that branch already has the output's shape;
+* turns ``Unsqueeze(Gather(Shape(x), i), 0)`` into ``Shape(x, start=i,
+  end=i+1)`` (opset 15+), one node instead of two.
+
+Every rewrite keeps the values the model computes at every size, so the
+pipeline's lossless check holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphprune.channels.shape_sources import VECTOR_OPS, shape_entries
+from graphprune.pipeline import Pass, register
+from graphprune.symbolic import dims_equal
+
+FOLDABLE = (*VECTOR_OPS, "Shape")
+
+
+def _known_vector(graph, producers, node):
+    """The constant value of ``node``'s output when every entry is known, else None."""
+    out = node.outputs[0]
+    info = graph.tensors.get(out)
+    if info is None or info.dtype is None or info.shape is None or len(info.shape) > 1:
+        return None, set()
+    entries = shape_entries(graph, producers, out)
+    if entries is None or any(e.value is None for e in entries):
+        return None, set()
+    if info.shape != (len(entries),) and not (info.shape == () and len(entries) == 1):
+        return None, set()
+    value = np.array([e.value for e in entries]).astype(info.dtype).reshape(info.shape)
+    return value, set().union(*(e.reads for e in entries))
+
+
+@register
+@dataclass
+class SimplifyShapes(Pass):
+    name = "simplify-shapes"
+    summary = "fold shape arithmetic that symbolic sizes decide (known sizes, Equal(size,-1), Where)"
+
+    def apply(self, graph) -> dict:
+        producers = graph.producers()
+        folded = where = merged = 0
+        keep = []
+        for node in graph.nodes:
+            if node.domain in ("", "ai.onnx") and node.op in FOLDABLE and len(node.outputs) == 1 \
+                    and node.outputs[0] not in graph.outputs:
+                value, reads = _known_vector(graph, producers, node)
+                if value is not None:
+                    graph.constants[node.outputs[0]] = value
+                    if reads:
+                        graph.folded[node.outputs[0]] = reads
+                    folded += 1
+                    continue
+            keep.append(node)
+        graph.nodes = keep
+        for node in list(graph.nodes):
+            if node.op == "Where" and node.domain in ("", "ai.onnx") and self._forward_where(graph, node):
+                where += 1
+        if graph.opset >= 15:
+            merged = self._shape_slices(graph)
+        graph.remove_unused()
+        return {"changed": folded + where + merged, "folded": folded, "where_forwarded": where,
+                "shape_slices": merged}
+
+    @staticmethod
+    def _forward_where(graph, node) -> bool:
+        cond = graph.constants.get(node.input(0))
+        if cond is None or cond.size == 0 or not (cond.all() or not cond.any()):
+            return False
+        branch = 1 if cond.all() else 2
+        src, out = graph.shape(node.input(branch)), graph.shape(node.outputs[0])
+        if src is None or out is None or len(src) != len(out) or not all(map(dims_equal, src, out)):
+            return False
+        src_info = graph.tensors.get(node.input(branch))
+        out_info = graph.tensors.get(node.outputs[0])
+        if node.input(branch) in graph.constants:
+            if graph.constants[node.input(branch)].dtype != (out_info.dtype if out_info else None):
+                return False
+        elif src_info is None or out_info is None or src_info.dtype != out_info.dtype:
+            return False
+        return graph.forward(node, branch)
+
+    @staticmethod
+    def _shape_slices(graph) -> int:
+        """``Unsqueeze(Gather(Shape(x), i), [0])`` → ``Shape(x, start=i, end=i+1)``."""
+        producers = graph.producers()
+        merged = 0
+        for node in graph.nodes:
+            if node.op != "Unsqueeze" or node.domain not in ("", "ai.onnx"):
+                continue
+            axes = graph.constants.get(node.input(1)) if node.input(1) else np.array(node.attr("axes", []))
+            gather = producers.get(node.input(0))
+            if axes is None or [int(a) for a in np.asarray(axes).reshape(-1)] not in ([0], [-1]) \
+                    or gather is None or gather.op != "Gather" or gather.attr("axis", 0) != 0:
+                continue
+            shape_node = producers.get(gather.input(0))
+            index = graph.constants.get(gather.input(1))
+            if shape_node is None or shape_node.op != "Shape" or index is None or index.ndim != 0:
+                continue
+            rank = len(graph.shape(shape_node.input(0)) or ())
+            clamp = lambda v: min(max(v + rank if v < 0 else v, 0), rank)  # noqa: E731
+            start, end = clamp(shape_node.attr("start", 0)), clamp(shape_node.attr("end", rank))
+            i = int(index) + (end - start if int(index) < 0 else 0) + start
+            if not rank or not start <= i < end:
+                continue
+            node.op, node.inputs = "Shape", [shape_node.input(0)]
+            node.attrs, node.raw_attrs = {"start": i, "end": i + 1}, {}
+            merged += 1
+        return merged

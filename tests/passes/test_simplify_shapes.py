@@ -1,0 +1,73 @@
+"""simplify-shapes: shape arithmetic decided by symbolic sizes folds, losslessly, at every size."""
+
+import numpy as np
+from onnx import helper
+
+from graphprune.passes.remove_identities import RemoveIdentities
+from graphprune.passes.simplify_shapes import SimplifyShapes
+from lossless import const, make, run_lossless, vi
+
+
+def _ops(graph):
+    return [n.op for n in graph.nodes]
+
+
+def test_known_entries_of_a_partly_symbolic_shape_fold():
+    """``Gather(Shape(x), 2)`` of ``x: (batch, seq, 16)`` is 16: the reshape target becomes
+    ``Concat(Shape(x)[0:2], [16])`` with a constant piece, and remembers the size it read."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "two"], ["c"], axis=0),
+        helper.make_node("Unsqueeze", ["c", "zero"], ["c1"]),
+        helper.make_node("Slice", ["s", "zero", "two1"], ["lead"]),
+        helper.make_node("Concat", ["lead", "c1"], ["t"], axis=0),
+        helper.make_node("Reshape", ["x", "t"], ["y"]),
+    ]
+    model = make(nodes, [vi("x", ["batch", "seq", 16])], [vi("y", ["batch", "seq", 16])],
+                 [const("two", np.array(2)), const("two1", np.array([2])), const("zero", np.array([0]))])
+    graph, result = run_lossless(SimplifyShapes, model)
+    assert result.details["folded"] == 2  # the Gather and its Unsqueeze
+    concat = next(n for n in graph.nodes if n.op == "Concat")
+    piece = graph.constants[concat.inputs[1]]
+    assert piece.tolist() == [16] and graph.folded[concat.inputs[1]] == {("x", 2)}
+
+
+def test_legacy_expand_where_equal_minus_one_goes():
+    """``Expand(v, Where(Equal(s, -1), 1, s))`` with ``s`` built from run-time sizes:
+    no size is -1, so the Where is the shape itself."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Equal", ["s", "minus"], ["eq"]),
+        helper.make_node("Where", ["eq", "ones", "s"], ["t"]),
+        helper.make_node("Expand", ["v", "t"], ["y"]),
+    ]
+    model = make(nodes, [vi("x", ["batch", "seq"]), vi("v", [1, 1])], [vi("y", ["batch", "seq"])],
+                 [const("minus", np.array([-1, -1])), const("ones", np.array([1, 1]))])
+    graph, result = run_lossless(SimplifyShapes, model)
+    assert _ops(graph) == ["Shape", "Expand"] and result.details["where_forwarded"] == 1
+
+
+def test_gather_of_shape_then_unsqueeze_becomes_one_shape_slice():
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "one"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "zero"], ["n1"]),
+        helper.make_node("Concat", ["minus", "n1"], ["t"], axis=0),
+        helper.make_node("Reshape", ["x", "t"], ["y"]),
+    ]
+    model = make(nodes, [vi("x", ["batch", "seq"])], [vi("y", ["batch", "seq"])],
+                 [const("one", np.array(1)), const("zero", np.array([0])), const("minus", np.array([-1]))])
+    graph, result = run_lossless(SimplifyShapes, model)
+    assert _ops(graph) == ["Shape", "Concat", "Reshape"] and result.details["shape_slices"] == 1
+    shape = graph.nodes[0]
+    assert (shape.attr("start"), shape.attr("end")) == (1, 2)
+
+
+def test_unsqueeze_chains_merge():
+    nodes = [helper.make_node("Unsqueeze", ["x", "a1"], ["u"]),
+             helper.make_node("Unsqueeze", ["u", "a2"], ["y"])]
+    model = make(nodes, [vi("x", ["n", 5])], [vi("y", ["n", 1, 5, 1])],
+                 [const("a1", np.array([1])), const("a2", np.array([-1]))])
+    graph, result = run_lossless(RemoveIdentities, model)
+    assert _ops(graph) == ["Unsqueeze"]
+    assert graph.constants[graph.nodes[0].inputs[1]].tolist() == [1, 3]
