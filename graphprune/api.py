@@ -138,20 +138,24 @@ def metric_shapes(graph: Graph) -> dict[str, list]:
 def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None = None):
     """Run a pipeline (a Pipeline, a spec string or TOML path) on a model.
 
-    Returns ``(ModelProto, PassResult)``. With ``verify`` every modifying pass
-    is checked as it runs (lossless passes against their input, pruning
-    against its oracle), and a lossless pipeline is also checked end to end
-    against the input model.
+    Returns ``(ModelProto, PassResult)``. With ``verify``, a lossless pipeline
+    is checked end to end against the input model (the result must reproduce
+    it); when that check fails, the pipeline is run again from the input with
+    every pass checked as it runs, so the error names the pass at fault. A
+    pipeline with a lossy pass checks every modifying pass as it runs
+    (lossless ones against their input, pruning against its oracle).
     """
     if not isinstance(pipeline, Pass):
         pipeline = build_pipeline(pipeline)
     source = read_model(model)
     graph = load_onnx(source, input_shapes=input_shapes)
-    result = pipeline(graph, verify=verify)
+    lossless = pipeline.lossless
+    result = pipeline(graph, verify=verify and not lossless)
     out = to_onnx(graph)
-    if verify and result.modified and pipeline.lossless:
+    if verify and result.modified and lossless:
         end_to_end = compare(source, out, input_shapes=input_shapes)
         if not end_to_end.ok:
+            pipeline(load_onnx(source, input_shapes=input_shapes), verify=True)  # raises naming the pass
             raise VerificationError(f"pipeline: {end_to_end.message}", end_to_end)
         result.verification = end_to_end
     return out, result

@@ -54,6 +54,13 @@ class PassResult:
         return [leaf for c in self.children for leaf in c.flat()] if self.children else [self]
 
 
+def _shapes_known(graph: Graph) -> bool:
+    """Every node output already has a shape (so re-inference would learn nothing new)."""
+    tensors = graph.tensors
+    return all(o in graph.constants or (o in tensors and tensors[o].shape is not None)
+               for n in graph.nodes for o in n.outputs if o)
+
+
 def _measure(graph: Graph) -> tuple[int, int, int]:
     return len(graph.nodes), graph.param_count(), total_macs(graph)
 
@@ -85,8 +92,8 @@ class Pass:
         start = time.perf_counter()
         details = self.apply(graph) or {}
         modified = bool(details.get("changed", 0))
-        if modified:
-            refresh_shapes(graph)
+        if modified and not (self.lossless and _shapes_known(graph)):
+            refresh_shapes(graph)  # a lossless pass keeps every existing tensor's shape
         seconds = time.perf_counter() - start
         nodes1, params1, macs1 = _measure(graph) if modified else (nodes0, params0, macs0)
         verification = None
