@@ -120,6 +120,23 @@ def test_model_that_cannot_run_at_size_two_is_verified_at_a_size_it_accepts():
     assert result.report["macs"][0] > result.report["macs"][1] > 0
 
 
+def test_run_time_slice_and_resize_leave_the_channel_axis_prunable():
+    """``x[:, :, :n]`` with ``n`` read at run time and a resize to sizes built from
+    ``Shape``: only the spatial axes are pinned; the channels prune through both."""
+    b = Builder()
+    x = b.input(["n", 3, "h", "w"])
+    h = b.conv(x, 3, 8, name="producer")
+    shape = b.op("Shape", h)
+    half = b.op("Div", b.op("Slice", shape, b.ints([2]), b.ints([3])), b.ints([2]))
+    h = b.op("Slice", h, b.ints([0]), half, b.ints([2]))
+    sizes = b.op("Concat", b.op("Slice", shape, b.ints([0]), b.ints([2])), b.ints([16, 16]), axis=0)
+    h = b.op("Resize", h, "", "", sizes, mode="nearest")
+    result = _prune(b.build(b.conv(h, 8, 4, name="consumer")))
+    assert kept(result, "producer_w", 0) == kept(result, "consumer_w", 1)
+    (y,) = _run(result.model, {"x": np.ones((2, 3, 20, 12), dtype=np.float32)})
+    assert y.shape == (2, 4, 16, 16)
+
+
 def _embedding_model(rows: int = 50) -> onnx.ModelProto:
     b = Builder()
     b.inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]))

@@ -305,30 +305,44 @@ def _same_size(ctx, source: tuple[str, int], y: str, axis: int) -> bool:
     return shape is not None and source[1] < len(shape) and dims_equal(shape[source[1]], ctx.shape(y)[axis])
 
 
+# Inputs that read a shape vector, per op, whose rule accounts for every entry it reads
+SHAPE_INPUTS = {"Reshape": (1,), "Expand": (1,), "Slice": (1, 2, 4), "Resize": (3,)}
+
+
+def pin_reads(table, node: Node, indices=None, reason: str | None = None) -> None:
+    """Every size that shape inputs ``indices`` of ``node`` read keeps its size."""
+    reason = reason or f"its size is read at run time by {node.op} node '{node.name}'"
+    for i in (SHAPE_INPUTS.get(node.op, ()) if indices is None else indices):
+        name = node.input(i)
+        entries = shape_entries(table.graph, table.producers, name) if name else None
+        for entry in entries or ():
+            for tensor, axis in entry.reads:
+                table.pin(table.dim(tensor, axis), reason)
+
+
 def pin_target_reads(table, node: Node) -> None:
-    """A Reshape/Expand whose rule failed: every size its target reads keeps its size."""
-    resolved = resolve_target(table.graph, table.producers, node.input(1)) if node.input(1) else None
-    for entry in (resolved[1] if resolved else ()):
-        for tensor, axis in entry.reads:
-            table.pin(table.dim(tensor, axis), f"its size is read at run time by {node.op} node '{node.name}'")
+    """A node whose rule failed: every size its shape inputs read keeps its size."""
+    pin_reads(table, node)
 
 
 def only_feeds_targets(table, name: str, depth: int = 0) -> bool:
-    """Does the shape vector ``name`` flow only into resolvable Reshape/Expand targets?
+    """Does the shape vector ``name`` flow only into shape inputs whose rules account for it?
 
-    Then :func:`couple_target` accounts for every size it carries, and the
-    ``Shape`` that produced it need not pin the axes it reads.
+    Those are :data:`SHAPE_INPUTS` (the Reshape/Expand target, run-time Slice
+    bounds, Resize sizes) that can be followed back; then the ``Shape`` that
+    produced it need not pin the axes it reads.
     """
     if depth > MAX_DEPTH or name in table.graph.outputs:
         return False
     for user in table.consumers.get(name, []):
         if user.domain not in ("", "ai.onnx"):
             return False
-        if user.op in ("Reshape", "Expand") and user.input(1) == name:
-            if user.input(0) == name or resolve_target(table.graph, table.producers, name) is None:
+        uses = [i for i, t in enumerate(user.inputs) if t == name]
+        if user.op in SHAPE_INPUTS and all(i in SHAPE_INPUTS[user.op] for i in uses):
+            if shape_entries(table.graph, table.producers, name) is None:
                 return False
             continue
-        data_only = user.op in ("Gather", "Slice") and name in user.inputs[1:]
+        data_only = user.op in ("Gather", "Slice") and any(i > 0 for i in uses)
         if data_only or user.op not in VECTOR_OPS:
             return False
         if not all(only_feeds_targets(table, out, depth + 1) for out in user.outputs if out):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dims import Unsupported
-from ..shape_sources import couple_target, only_feeds_targets, rewrite_target, target_rewrites
+from ..shape_sources import couple_target, only_feeds_targets, pin_reads, rewrite_target, target_rewrites
 from ...symbolic import dims_equal, divides, product
 from . import emitter, rule
 
@@ -139,10 +139,31 @@ def _clamp(v: int, size: int) -> int:
     return min(max(v + size if v < 0 else v, 0), size)
 
 
+def _runtime_slice_axes(ctx, rank: int) -> list[int]:
+    """The axes a Slice with run-time starts/ends touches (constant ``axes``, or the
+    leading ones when ``starts`` has a static length)."""
+    axes = ctx.const_ints(3, "slice axes")
+    if axes:
+        return [a % rank for a in axes]
+    starts = ctx.graph.shape(ctx.node.input(1))
+    if starts is None or len(starts) != 1 or not isinstance(starts[0], int):
+        raise Unsupported("slice starts are computed at run time and their length is unknown")
+    return list(range(starts[0]))
+
+
 @rule("Slice")
 def slice_(ctx):
     x, y = ctx.node.input(0), ctx.node.outputs[0]
     shape = ctx.shape(x)
+    runtime = ctx.opset >= 10 and any(ctx.node.input(i) and ctx.const(ctx.node.input(i)) is None
+                                      for i in (1, 2, 4))
+    if runtime:  # bounds known only at run time: the sliced axes stay, the others couple 1:1
+        sliced = set(_runtime_slice_axes(ctx, len(shape)))
+        pin_reads(ctx.table, ctx.node, (1, 2, 4))  # the sizes the bounds are computed from
+        for a in range(len(shape)):
+            if a not in sliced:
+                ctx.same(ctx.dim(x, a), ctx.dim(y, a))
+        return
     starts, ends, axes, steps = _slice_params(ctx, len(shape))
     sliced = dict(zip(axes, zip(starts, ends, steps)))
     for a in range(len(shape)):

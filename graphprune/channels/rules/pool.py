@@ -8,6 +8,8 @@ so that axis is pinned rather than guessed.
 import numpy as np
 
 from ..dims import Unsupported
+from ..shape_sources import shape_entries
+from ...symbolic import dims_equal
 from . import emitter, rule
 
 
@@ -120,6 +122,8 @@ def resize(ctx):
     """
     x, y = ctx.node.input(0), ctx.node.outputs[0]
     rank = ctx.rank(x)
+    if _runtime_sizes(ctx, x, y, rank):
+        return
     scales, sizes, axes = _resize_inputs(ctx)
     axes = [a % rank for a in axes] if axes else list(range(rank))
     in_shape, out_shape = ctx.shape(x), ctx.graph.shape(y)
@@ -137,6 +141,36 @@ def resize(ctx):
             ctx.same(ctx.dim(x, a), ctx.dim(y, a))
     for a in set(range(rank)) - set(axes):
         ctx.same(ctx.dim(x, a), ctx.dim(y, a))
+
+
+def _runtime_sizes(ctx, x: str, y: str, rank: int) -> bool:
+    """``sizes`` computed at run time (``Concat(Shape(x)[0:2], hw)``): an axis whose entry
+    is exactly that axis's own run-time size is left alone, so it maps 1:1 and follows a
+    prune by itself; the other axes stay pinned. False when this does not apply."""
+    name = ctx.node.input(3) if ctx.node.op == "Resize" and ctx.opset >= 11 else ""
+    if not name or ctx.const(name) is not None or \
+            _text(ctx, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
+        return False
+    entries = shape_entries(ctx.graph, ctx.table.producers, name)
+    if entries is None:
+        raise Unsupported(f"Resize sizes ('{name}') are computed at run time in a way that cannot be followed")
+    axes = [a % rank for a in ctx.attr("axes") or range(rank)]
+    if len(entries) != len(axes) or _text(ctx, "keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise Unsupported(f"Resize sizes ('{name}') computed at run time do not name every axis once")
+    for entry, a in zip(entries, axes):
+        source = entry.size_of
+        shape = ctx.graph.shape(source[0]) if source else None
+        if shape is not None and dims_equal(shape[source[1]], ctx.shape(x)[a]):
+            # the axis keeps the run-time size of an axis that is pruned with it: left alone
+            ctx.same(ctx.dim(x, a), ctx.dim(y, a))
+            ctx.same(ctx.dim(x, a), ctx.table.dim(*source))
+        else:
+            for tensor, axis in entry.reads:
+                ctx.pin(ctx.table.dim(tensor, axis), f"its size is read at run time by Resize node "
+                                                     f"'{ctx.node.name}'")
+    for a in set(range(rank)) - set(axes):
+        ctx.same(ctx.dim(x, a), ctx.dim(y, a))
+    return True
 
 
 @emitter("Resize")
