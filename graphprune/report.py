@@ -32,11 +32,14 @@ def group_summary(analysis: ChannelAnalysis, group: ChannelGroup, removed=None) 
 def pinned_parameter_groups(analysis: ChannelAnalysis) -> list[dict]:
     """Pinned channel groups that hold parameters (the ones a user may ask about).
 
-    A group counts when it ties a parameter axis to an activation axis and has
-    more than one channel, so kernel axes and size-1 axes are left out.
+    A group counts when it ties a float parameter axis to an activation axis
+    and has more than one channel, so kernel axes, size-1 axes and the integer
+    pieces of shape vectors are left out.
     """
+    constants = analysis.graph.constants
+
     def relevant(g):
-        params = analysis.constant_dims(g)
+        params = [d for d in analysis.constant_dims(g) if constants[analysis.table.keys[d][0]].dtype.kind == "f"]
         return (g.pinned is not None and params and len(params) < len(g.dims)
                 and max(analysis.table.sizes[d] or 0 for d in g.dims) > 1)
     return [group_summary(analysis, g) for g in analysis.groups if relevant(g)]
