@@ -88,14 +88,20 @@ def to_onnx(graph: Graph, infer: bool = True, weights: bool = True) -> onnx.Mode
 
 
 def _value_info(graph: Graph, model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    """Intermediate tensor types: from the graph's shapes when known, else inferred."""
+    """Intermediate tensor types: from the graph's shapes when known, else inferred.
+
+    Symbolic sizes are written as unknown: they come from symbolic inference,
+    which can equate sizes that differ at run time (a Slice with run-time
+    bounds keeps its input's symbol), and a runtime trusts declared shapes
+    when it plans buffers.
+    """
     interface = {vi.name for vi in (*model.graph.input, *model.graph.output)}
     names = [o for n in graph.nodes for o in n.outputs
              if o and o not in interface and o not in graph.constants]
     infos = [graph.tensors.get(n) for n in names]
     if all(i is not None and i.shape is not None and i.dtype is not None for i in infos):
         return [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(i.dtype),
-                                              [d if isinstance(d, (int, str)) else None for d in i.shape])
+                                              [d if isinstance(d, int) else None for d in i.shape])
                 for n, i in zip(names, infos)]
     try:
         return [vi for vi in infer_shapes(model).value_info if vi.name not in graph.constants]

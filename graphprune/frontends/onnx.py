@@ -61,7 +61,12 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
             inputs.append(helper.make_tensor_value_info(node.output[0], value.data_type, list(value.dims)))
         else:
             nodes.append(node)
-    graph = helper.make_graph(nodes, g.name, inputs, g.output, initializer=small, value_info=g.value_info)
+    # The exporter's own value_info was traced at one input size; with dynamic axes its
+    # static entries can be wrong at others (padded windows), so only shapes of ops
+    # inference cannot see into (custom domains) are kept as hints.
+    custom = {o for n in g.node if n.domain not in ("", "ai.onnx") for o in n.output}
+    hints = [vi for vi in g.value_info if vi.name in custom]
+    graph = helper.make_graph(nodes, g.name, inputs, g.output, initializer=small, value_info=hints)
     skeleton = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     skeleton.functions.extend(model.functions)
     return skeleton
