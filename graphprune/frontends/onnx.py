@@ -89,6 +89,9 @@ def _safe_input_dims(model: onnx.ModelProto) -> None:
                 d.dim_param = safe_symbol(d.dim_param)
 
 
+SYMBOLIC_ROUNDS = 2  # onnxruntime repeats until no symbol merges; later rounds rarely add sizes we use
+
+
 def _symbolic_inference(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
     """onnxruntime's symbolic shape inference (sympy): sizes computed from dynamic axes
     become expressions of the input symbols, and symbols that must be equal are merged.
@@ -106,7 +109,9 @@ def _symbolic_inference(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
         inference = SymbolicShapeInference(2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0)
         inference._preprocess(skeleton)
-        while inference.run_:
+        for _ in range(SYMBOLIC_ROUNDS):  # each round re-infers the graph with the merges found
+            if not inference.run_:
+                break
             inference._infer_impl()
         inference._update_output_from_vi()
         return inference.out_mp_
@@ -128,6 +133,8 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.GraphProto:
     except onnx.shape_inference.InferenceError as exc:
         raise ShapeError(f"ONNX shape inference failed: {exc}; "
                          "run onnx.checker on the model or re-export it") from exc
+    if all(_fully_static(vi) for vi in skeleton.graph.input):
+        return reference  # every size is a number: nothing symbolic to infer
     symbolic = _symbolic_inference(skeleton)
     if symbolic is None:
         return reference
