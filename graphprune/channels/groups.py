@@ -131,7 +131,7 @@ def _run_rules(graph: Graph) -> DimTable:
                                              f"axis {axis} of '{tensor}'")
         for i, tensor in enumerate(node.inputs):
             sources = graph.folded.get(tensor)
-            if not sources or (i == 1 and node.op in TARGET_OPS) or _builds_targets(table, node):
+            if not sources or i in REWRITTEN_INPUTS.get(node.op, ()) or _builds_targets(table, node):
                 continue  # the emitter writes the new size into these
             for src, axis in sources:
                 shape = graph.shape(src)
@@ -143,6 +143,8 @@ def _run_rules(graph: Graph) -> DimTable:
 
 
 TARGET_OPS = ("Reshape", "Expand")  # ops whose shape input the emitter rewrites
+# constant inputs each op's emitter recomputes for pruned axes (so a folded size there is fine)
+REWRITTEN_INPUTS = {"Reshape": (1,), "Expand": (1,), "Slice": (1, 2), "Split": (1,), "Resize": (3,)}
 
 
 def _builds_targets(table: DimTable, node) -> bool:
