@@ -24,6 +24,7 @@ from .errors import InputError, VerificationError
 from .frontends.onnx import refresh_shapes
 from .ir import Graph
 from .metrics import total_macs
+from .symbolic import expression
 from .verify import Verification, compare
 
 
@@ -55,10 +56,29 @@ class PassResult:
 
 
 def _shapes_known(graph: Graph) -> bool:
-    """Every node output already has a shape (so re-inference would learn nothing new)."""
+    """Every node output has a shape in terms of the inputs' own sizes, so re-inference
+    would learn nothing new. A size inference had to invent (``unk__3``, a Pad's
+    ``Pad_12_o0__d1``) may become known once a pass folded what it depends on."""
     tensors = graph.tensors
-    return all(o in graph.constants or (o in tensors and tensors[o].shape is not None)
-               for n in graph.nodes for o in n.outputs if o)
+    inputs = {d for name in graph.inputs for d in (graph.shape(name) or ()) if isinstance(d, str)}
+    settled: dict = {}
+
+    def known(d) -> bool:
+        if isinstance(d, int):
+            return True
+        if d not in settled:
+            expr = expression(d) if isinstance(d, str) else None
+            settled[d] = expr is not None and {s.name for s in expr.free_symbols} <= inputs
+        return settled[d]
+
+    for n in graph.nodes:
+        for o in n.outputs:
+            if not o or o in graph.constants:
+                continue
+            info = tensors.get(o)
+            if info is None or info.shape is None or not all(known(d) for d in info.shape):
+                return False
+    return True
 
 
 def _measure(graph: Graph) -> tuple[int, int, int]:

@@ -12,6 +12,9 @@ a size is never negative. This pass reads every shape vector with
   which sizes it read, as load-time folding does, so pruning stays exact);
 * forwards a ``Where`` whose condition is a constant all-true or all-false
   to the branch it picks, when that branch already has the output's shape;
+* writes a run-time Reshape/Expand target as a constant when constants can
+  say the same: known entries, ``0`` (Reshape) or ``1`` (Expand) for the
+  input's own size at that position, ``-1`` for one remaining entry;
 * turns ``Unsqueeze(Gather(Shape(x), i), 0)`` into ``Shape(x, start=i,
   end=i+1)`` (opset 15+), one node instead of two.
 
@@ -72,11 +75,56 @@ class SimplifyShapes(Pass):
         for node in list(graph.nodes):
             if node.op == "Where" and node.domain in ("", "ai.onnx") and self._forward_where(graph, node):
                 where += 1
+        targets = self._constant_targets(graph, graph.producers())
         if graph.opset >= 15:
             merged = self._shape_slices(graph)
         graph.remove_unused()
-        return {"changed": folded + where + merged, "folded": folded, "where_forwarded": where,
-                "shape_slices": merged}
+        return {"changed": folded + where + merged + targets, "folded": folded, "where_forwarded": where,
+                "shape_slices": merged, "constant_targets": targets}
+
+    @staticmethod
+    def _constant_targets(graph, producers) -> int:
+        """Run-time Reshape/Expand targets that constants can express.
+
+        A Reshape entry that is the input's own size at that position becomes
+        0 ("copy", when ``allowzero`` is off), one remaining run-time entry
+        becomes -1 ("the rest"); an Expand entry that is the input's own size
+        becomes 1 (broadcasting keeps it). Known entries keep their values.
+        """
+        rewritten = 0
+        for node in graph.nodes:
+            if node.op not in ("Reshape", "Expand") or node.domain not in ("", "ai.onnx") \
+                    or not node.input(1) or node.input(1) in graph.constants:
+                continue
+            entries = shape_entries(graph, producers, node.input(1))
+            x_shape = graph.shape(node.input(0))
+            if entries is None or x_shape is None:
+                continue
+            lead = len(entries) - len(x_shape)  # Expand aligns the input to the right
+            values, unknown = [], []
+            for pos, e in enumerate(entries):
+                if e.value is not None:
+                    values.append(e.value)
+                elif node.op == "Reshape" and e.size_of == (node.input(0), pos) and not node.attr("allowzero", 0):
+                    values.append(0)
+                elif node.op == "Expand" and e.size_of == (node.input(0), pos - lead):
+                    values.append(1)
+                else:
+                    values.append(None)
+                    unknown.append(pos)
+            if node.op == "Expand" and unknown:
+                continue
+            if len(unknown) > 1 or (unknown and (-1 in values or node.op != "Reshape")):
+                continue
+            if unknown:
+                values[unknown[0]] = -1
+            reads = set().union(*(e.reads for e, v in zip(entries, values) if v not in (0, -1, 1) or e.value is not None))
+            name = graph.add_constant(f"{node.name}_shape", np.array(values, dtype=np.int64))
+            if reads:
+                graph.folded[name] = reads
+            node.inputs[1] = name
+            rewritten += 1
+        return rewritten
 
     @staticmethod
     def _forward_where(graph, node) -> bool:
