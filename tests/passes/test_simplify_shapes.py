@@ -13,8 +13,9 @@ def _ops(graph):
 
 
 def test_known_entries_of_a_partly_symbolic_shape_fold():
-    """``Gather(Shape(x), 2)`` of ``x: (batch, seq, 16)`` is 16: the reshape target becomes
-    ``Concat(Shape(x)[0:2], [16])`` with a constant piece, and remembers the size it read."""
+    """``Gather(Shape(x), 2)`` of ``x: (batch, seq, 16)`` is 16, and the two leading entries
+    are x's own sizes at those positions (Reshape's 0): the run-time target becomes the
+    constant ``[0, 0, 16]``, which remembers the size it read."""
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
         helper.make_node("Gather", ["s", "two"], ["c"], axis=0),
@@ -26,10 +27,27 @@ def test_known_entries_of_a_partly_symbolic_shape_fold():
     model = make(nodes, [vi("x", ["batch", "seq", 16])], [vi("y", ["batch", "seq", 16])],
                  [const("two", np.array(2)), const("two1", np.array([2])), const("zero", np.array([0]))])
     graph, result = run_lossless(SimplifyShapes, model)
-    assert result.details["folded"] == 2  # the Gather and its Unsqueeze
-    concat = next(n for n in graph.nodes if n.op == "Concat")
-    piece = graph.constants[concat.inputs[1]]
-    assert piece.tolist() == [16] and graph.folded[concat.inputs[1]] == {("x", 2)}
+    assert result.details["folded"] == 2 and result.details["constant_targets"] == 1
+    assert _ops(graph) == ["Reshape"]
+    target = graph.nodes[0].inputs[1]
+    assert graph.constants[target].tolist() == [0, 0, 16] and graph.folded[target] == {("x", 2)}
+
+
+def test_one_run_time_entry_becomes_minus_one():
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "zero", "one1"], ["b"]),
+        helper.make_node("Slice", ["s", "one1", "two1"], ["n"]),
+        helper.make_node("Mul", ["b", "n"], ["bn"]),
+        helper.make_node("Concat", ["bn", "eight"], ["t"], axis=0),
+        helper.make_node("Reshape", ["x", "t"], ["y"]),
+    ]
+    model = make(nodes, [vi("x", ["batch", "seq", 8])], [vi("y", [None, 8])],
+                 [const("two1", np.array([2])), const("one1", np.array([1])), const("zero", np.array([0])),
+                  const("eight", np.array([8]))])
+    graph, result = run_lossless(SimplifyShapes, model)
+    assert _ops(graph) == ["Reshape"]  # batch·seq, read at run time, is what -1 leaves
+    assert graph.constants[graph.nodes[0].inputs[1]].tolist() == [-1, 8]
 
 
 def test_legacy_expand_where_equal_minus_one_goes():
@@ -52,13 +70,12 @@ def test_gather_of_shape_then_unsqueeze_becomes_one_shape_slice():
         helper.make_node("Shape", ["x"], ["s"]),
         helper.make_node("Gather", ["s", "one"], ["n"], axis=0),
         helper.make_node("Unsqueeze", ["n", "zero"], ["n1"]),
-        helper.make_node("Concat", ["minus", "n1"], ["t"], axis=0),
-        helper.make_node("Reshape", ["x", "t"], ["y"]),
+        helper.make_node("ConstantOfShape", ["n1"], ["y"]),
     ]
-    model = make(nodes, [vi("x", ["batch", "seq"])], [vi("y", ["batch", "seq"])],
-                 [const("one", np.array(1)), const("zero", np.array([0])), const("minus", np.array([-1]))])
+    model = make(nodes, [vi("x", ["batch", "seq"])], [vi("y", ["seq"])],
+                 [const("one", np.array(1)), const("zero", np.array([0]))])
     graph, result = run_lossless(SimplifyShapes, model)
-    assert _ops(graph) == ["Shape", "Concat", "Reshape"] and result.details["shape_slices"] == 1
+    assert _ops(graph) == ["Shape", "ConstantOfShape"] and result.details["shape_slices"] == 1
     shape = graph.nodes[0]
     assert (shape.attr("start"), shape.attr("end")) == (1, 2)
 
