@@ -12,6 +12,7 @@ a size is never negative. This pass reads every shape vector with
   which sizes it read, as load-time folding does, so pruning stays exact);
 * forwards a ``Where`` whose condition is a constant all-true or all-false
   to the branch it picks, when that branch already has the output's shape;
+* removes a Reshape whose target is provably its input's own shape;
 * writes a run-time Reshape/Expand target as a constant when constants can
   say the same: known entries, ``0`` (Reshape) or ``1`` (Expand) for the
   input's own size at that position, ``-1`` for one remaining entry;
@@ -75,12 +76,39 @@ class SimplifyShapes(Pass):
         for node in list(graph.nodes):
             if node.op == "Where" and node.domain in ("", "ai.onnx") and self._forward_where(graph, node):
                 where += 1
+        identities = self._identity_reshapes(graph, graph.producers())
         targets = self._constant_targets(graph, graph.producers())
         if graph.opset >= 15:
             merged = self._shape_slices(graph)
         graph.remove_unused()
-        return {"changed": folded + where + merged + targets, "folded": folded, "where_forwarded": where,
-                "shape_slices": merged, "constant_targets": targets}
+        return {"changed": folded + where + merged + targets + identities, "folded": folded,
+                "where_forwarded": where, "shape_slices": merged, "constant_targets": targets,
+                "identity_reshapes": identities}
+
+    @staticmethod
+    def _identity_reshapes(graph, producers) -> int:
+        """A Reshape whose target is, entry by entry, its input's own size (read at run time
+        or equal to a static size), with at most one ``-1`` for the rest, changes nothing."""
+        removed = 0
+        for node in list(graph.nodes):
+            if node.op != "Reshape" or node.domain not in ("", "ai.onnx") or not node.input(1):
+                continue
+            x_shape = graph.shape(node.input(0))
+            entries = shape_entries(graph, producers, node.input(1))
+            if x_shape is None or entries is None or len(entries) != len(x_shape):
+                continue
+            def own(p, e):
+                if e.value is not None:
+                    return isinstance(x_shape[p], int) and e.value == x_shape[p]
+                src = graph.shape(e.size_of[0]) if e.size_of else None
+                return src is not None and dims_equal(src[e.size_of[1]], x_shape[p])
+
+            rest = [p for p, e in enumerate(entries) if not own(p, e)]
+            if len(rest) > 1 or (rest and entries[rest[0]].value != -1):
+                continue
+            if graph.forward(node):
+                removed += 1
+        return removed
 
     @staticmethod
     def _constant_targets(graph, producers) -> int:

@@ -88,3 +88,17 @@ def test_unsqueeze_chains_merge():
     graph, result = run_lossless(RemoveIdentities, model)
     assert _ops(graph) == ["Unsqueeze"]
     assert graph.constants[graph.nodes[0].inputs[1]].tolist() == [1, 3]
+
+
+def test_reshape_to_its_own_run_time_shape_goes():
+    """``view(mask, [-1, ids.shape[1]])`` where both inputs are (batch, seq): an identity."""
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["s"], start=1, end=2),
+        helper.make_node("Concat", ["minus", "s"], ["t"], axis=0),
+        helper.make_node("Reshape", ["mask", "t"], ["r"]),
+        helper.make_node("Add", ["r", "ids"], ["y"]),
+    ]
+    model = make(nodes, [vi("ids", ["batch", "seq"]), vi("mask", ["batch", "seq"])], [vi("y", ["batch", "seq"])],
+                 [const("minus", np.array([-1]))])
+    graph, result = run_lossless(SimplifyShapes, model)
+    assert _ops(graph) == ["Add"] and result.details["identity_reshapes"] == 1
