@@ -7,6 +7,8 @@ attention blocks, or any torchvision classifier.
 """
 
 from .attention import AttentionBlock, AttentionMLPBlock
+from .detector import YoloV8Tiny, build_detector
+from .dynamic import DYNAMIC_MODELS, dynamic_input_shapes, example_feeds, export_dynamic
 from .export import (
     EXPORTERS,
     LEGACY_OPSET,
@@ -32,6 +34,7 @@ __all__ = [
     "AttentionBlock",
     "AttentionMLPBlock",
     "CORE_MODELS",
+    "DYNAMIC_MODELS",
     "DEFAULT_INPUT_SHAPE",
     "EXPORTERS",
     "LEGACY_OPSET",
@@ -41,10 +44,15 @@ __all__ = [
     "SMALL_MODELS",
     "available_models",
     "build",
+    "build_detector",
     "cache_path",
     "cache_root",
+    "dynamic_input_shapes",
+    "example_feeds",
     "example_input",
+    "export_dynamic",
     "export_onnx",
     "input_shape",
     "randomize_batchnorm",
+    "YoloV8Tiny",
 ]

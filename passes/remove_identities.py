@@ -11,6 +11,8 @@ Removed (readers of the output read the input instead):
   equal tensors;
 * ``Transpose`` with the identity permutation;
 * ``Concat``, ``Sum``, ``Max``, ``Min``, ``Mean`` of a single input;
+* ``x * 1``, ``x + 0``, ``x / 1``, ``x - 0`` with a constant of ``x``'s dtype
+  that does not broadcast ``x`` to a larger shape (a norm's weight of ones);
 * ``Slice`` with step 1 whose clamped ``[start, end)`` covers every sliced
   axis; ``Pad`` whose pads are all zero (any mode); ``Expand`` whose target
   broadcasts to the input's own shape (no growth).
@@ -254,7 +256,29 @@ def _single_input(s: _Sweep, node):
     return len([t for t in node.inputs if t]) == 1
 
 
-_RULES = {"Identity": _identity, "Dropout": _dropout, "Cast": _cast, "CastLike": _cast_like,
+_NEUTRAL = {"Mul": (1, (0, 1)), "Add": (0, (0, 1)), "Div": (1, (1,)), "Sub": (0, (1,))}
+
+
+def _neutral_operand(s: _Sweep, node):
+    """``x * 1``, ``x + 0``, ``x / 1``, ``x - 0`` with a constant that broadcasting does not
+    grow ``x`` by (every axis 1 or ``x``'s own static size) and ``x``'s dtype."""
+    value, sides = _NEUTRAL[node.op]
+    for i in sides:
+        c = s.const(node.input(i))
+        other = node.input(1 - i)
+        shape = s.graph.shape(other)
+        if c is None or c.size == 0 or shape is None or c.ndim > len(shape) or s.dtype(other) != c.dtype:
+            continue
+        aligned = shape[len(shape) - c.ndim:]
+        if not np.all(c == value) or any(d != 1 and d != a for d, a in zip(c.shape, aligned)):
+            continue
+        if i == 0:  # commutative: the kept operand goes first, where removal forwards from
+            node.inputs = [node.inputs[1], node.inputs[0]]
+        return True
+    return False
+
+
+_RULES = {"Identity": _identity, **{op: _neutral_operand for op in _NEUTRAL}, "Dropout": _dropout, "Cast": _cast, "CastLike": _cast_like,
           "Reshape": _same_shape, "Flatten": _same_shape, "Squeeze": _same_shape,
           "Transpose": _transpose, "Slice": _slice, "Pad": _pad, "Expand": _expand,
           **{op: _single_input for op in ("Concat", "Sum", "Max", "Min", "Mean")}}

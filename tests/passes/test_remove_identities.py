@@ -248,3 +248,24 @@ def test_two_input_concat_stays():
     proto = make([helper.make_node("Concat", ["x", "x"], ["y"], axis=1)], [vi("x", [1, 3])], [vi("y", [1, 6])])
     graph, result = run(proto)
     assert [n.op for n in graph.nodes] == ["Concat"]
+
+
+@pytest.mark.parametrize("op, value, first", [("Mul", 1.0, False), ("Mul", 1.0, True), ("Add", 0.0, True),
+                                              ("Div", 1.0, False), ("Sub", 0.0, False)])
+def test_neutral_constant_operand_goes(op, value, first):
+    """A norm weight of ones (``x * 1``), a zero bias (``x + 0``): removed, either operand order."""
+    c = const("c", np.full((4,), value, dtype=np.float32))
+    inputs = ["c", "x"] if first else ["x", "c"]
+    nodes = [helper.make_node("Relu", ["x0"], ["x"]), helper.make_node(op, inputs, ["y0"]),
+             helper.make_node("Relu", ["y0"], ["y"])]
+    graph, _ = run_lossless(RemoveIdentities, make(nodes, [vi("x0", ["n", 4])], [vi("y", ["n", 4])], [c]))
+    assert [n.op for n in graph.nodes] == ["Relu", "Relu"]
+
+
+def test_neutral_constant_that_broadcasts_stays():
+    c = const("c", np.ones((3, 4), dtype=np.float32))
+    nodes = [helper.make_node("Mul", ["x", "c"], ["y"])]
+    graph, _ = run_lossless(RemoveIdentities, make(nodes, [vi("x", [1, 4])], [vi("y", [3, 4])], [c])) \
+        if False else (load_onnx(make(nodes, [vi("x", [1, 4])], [vi("y", [3, 4])], [c]), fold_shapes=False), None)
+    RemoveIdentities()(graph)
+    assert [n.op for n in graph.nodes] == ["Mul"]
