@@ -277,8 +277,23 @@ def _tie(ctx, flat: str, flat_axis: int, split: str, axes: list[int], sizes: lis
     ctx.blocks(ctx.dim(flat, flat_axis), ctx.dim(split, axes[k]), block, outer, periodic=n_sym > 0)
 
 
+def _unify_unknowns(sx: tuple, sy: tuple) -> tuple:
+    """One symbolic size on each side and equal static products: the two are equal
+    (a reshape keeps the element count), so ``sy``'s takes ``sx``'s name."""
+    free_x = [i for i, d in enumerate(sx) if not isinstance(d, int)]
+    free_y = [i for i, d in enumerate(sy) if not isinstance(d, int)]
+    if len(free_x) != 1 or len(free_y) != 1 or sx[free_x[0]] is None or sy[free_y[0]] is None:
+        return sy
+    static_x = int(np.prod([d for d in sx if isinstance(d, int)]))
+    static_y = int(np.prod([d for d in sy if isinstance(d, int)]))
+    if static_x != static_y:
+        return sy
+    return tuple(sx[free_x[0]] if i == free_y[0] else d for i, d in enumerate(sy))
+
+
 def couple_reshape(ctx, x: str, y: str) -> None:
     sx, sy = ctx.shape(x), ctx.shape(y)
+    sy = _unify_unknowns(sx, sy)
     groups = axis_groups(sx, sy)
     if groups is None:
         raise Unsupported(f"cannot match the axes of {sx} and {sy}")
