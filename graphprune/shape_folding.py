@@ -126,7 +126,7 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
             if _static(shape) and not (node.input(0) in frozen):
                 value = [_shape_value(node, shape) if node.op == "Shape"
                          else np.array(int(np.prod(shape)), dtype=np.int64)]
-                lo, hi = _shape_range(node, len(shape)) if node.op == "Shape" else (0, len(shape))
+                lo, hi = shape_range(node, len(shape)) if node.op == "Shape" else (0, len(shape))
                 deps = {(node.input(0), a) for a in range(lo, hi)}
             elif node.op == "Shape" and shape is not None:
                 shape_of[node.outputs[0]] = node
@@ -168,7 +168,7 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
     return result
 
 
-def _shape_range(node: Node, rank: int) -> tuple[int, int]:
+def shape_range(node: Node, rank: int) -> tuple[int, int]:
     """The axes ``[lo, hi)`` a Shape node reads (its ``start``/``end``, clamped)."""
     def clamp(v):
         return min(max(v + rank if v < 0 else v, 0), rank)
@@ -184,7 +184,7 @@ def _static_entries(graph: Graph, shape_node: Node, node: Node):
     """
     x = shape_node.input(0)
     shape = graph.shape(x)
-    lo, hi = _shape_range(shape_node, len(shape))
+    lo, hi = shape_range(shape_node, len(shape))
     axes = np.arange(lo, hi)
     try:
         if node.op == "Gather":

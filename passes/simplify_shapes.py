@@ -31,6 +31,7 @@ import numpy as np
 
 from graphprune.channels.shape_sources import VECTOR_OPS, shape_entries
 from graphprune.pipeline import Pass, register
+from graphprune.shape_folding import shape_range
 from graphprune.symbolic import dims_equal
 
 FOLDABLE = (*VECTOR_OPS, "Shape")
@@ -190,8 +191,7 @@ class SimplifyShapes(Pass):
             if shape_node is None or shape_node.op != "Shape" or index is None or index.ndim != 0:
                 continue
             rank = len(graph.shape(shape_node.input(0)) or ())
-            clamp = lambda v: min(max(v + rank if v < 0 else v, 0), rank)  # noqa: E731
-            start, end = clamp(shape_node.attr("start", 0)), clamp(shape_node.attr("end", rank))
+            start, end = shape_range(shape_node, rank)
             i = int(index) + (end - start if int(index) < 0 else 0) + start
             if not rank or not start <= i < end:
                 continue

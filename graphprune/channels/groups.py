@@ -26,7 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from ..ir import Graph
 from .dims import DimTable, RuleContext, Unsupported
 from .rules import rule_for
-from .shape_sources import VECTOR_OPS, only_feeds_targets, pin_target_reads
+from .shape_sources import SHAPE_INPUTS, VECTOR_OPS, only_feeds_targets, pin_target_reads
 
 
 @dataclass
@@ -119,7 +119,7 @@ def _run_rules(graph: Graph) -> DimTable:
             reason = f"{node.op} node '{node.name}': cannot analyse it ({exc.__class__.__name__}: {exc})"
         if reason:
             table.unsupported.add(node.name)
-            if node.op in TARGET_OPS:
+            if node.op in SHAPE_INPUTS:
                 pin_target_reads(table, node)
         for tensor in (*node.inputs, *node.outputs, *node.implicit_inputs):
             if not tensor or graph.shape(tensor) is None:
@@ -142,7 +142,6 @@ def _run_rules(graph: Graph) -> DimTable:
     return table
 
 
-TARGET_OPS = ("Reshape", "Expand")  # ops whose shape input the emitter rewrites
 # constant inputs each op's emitter recomputes for pruned axes (so a folded size there is fine)
 REWRITTEN_INPUTS = {"Reshape": (1,), "Expand": (1,), "Slice": (1, 2), "Split": (1,), "Resize": (3,)}
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Graph, Node
+from ..shape_folding import shape_range
 
 PASS_THROUGH = ("Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape", "Flatten")
 def _truncating_div(a: int, b: int) -> int:
@@ -75,9 +76,7 @@ def shape_entries(graph: Graph, producers: dict[str, Node], name: str, depth: in
         shape = graph.shape(node.input(0))
         if shape is None:
             return None
-        rank = len(shape)
-        clamp = lambda v: min(max(v + rank if v < 0 else v, 0), rank)  # noqa: E731
-        lo, hi = clamp(node.attr("start", 0)), clamp(node.attr("end", rank))
+        lo, hi = shape_range(node, len(shape))
         return [Entry(value=shape[a] if isinstance(shape[a], int) else None,
                       reads=frozenset({(node.input(0), a)}), direct=True) for a in range(lo, hi)]
     if node.op in PASS_THROUGH:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..dims import Unsupported
 from ..shape_sources import couple_target, only_feeds_targets, pin_reads, rewrite_target, target_rewrites
+from ...shape_folding import shape_range
 from ...symbolic import dims_equal, divides, product
 from . import emitter, rule
 
@@ -323,8 +324,7 @@ def shape(ctx):
     vector only feeds Reshape/Expand targets, whose rules account for each entry."""
     x = ctx.node.input(0)
     rank = ctx.rank(x)
-    clamp = lambda v: min(max(v + rank if v < 0 else v, 0), rank)  # noqa: E731
-    lo, hi = clamp(ctx.attr("start", 0)), clamp(ctx.attr("end", rank))
+    lo, hi = shape_range(ctx.node, rank)
     followed = only_feeds_targets(ctx.table, ctx.node.outputs[0])
     for axis in range(rank):
         did = ctx.dim(x, axis)
