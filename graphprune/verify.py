@@ -53,7 +53,7 @@ def session(model: onnx.ModelProto):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors reach the user through our own messages
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except ValueError:  # protobuf refuses to serialise over 2 GB
@@ -179,7 +179,14 @@ def _run_reference(ref, plan, seed: int):
         if len(runs) == RUNS or not plan.symbolic:
             break
     if not runs:
-        raise error
+        from .errors import InputError
+
+        tried = "; ".join(", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shapes.items())
+                          for shapes in plan.assignments()[:3])
+        detail = str(error).splitlines()[0][:200] if str(error) else error.__class__.__name__
+        raise InputError(f"the model does not run in onnxruntime at the input shapes tried ({tried}): "
+                         f"{detail}; give sizes it accepts with --input-shape NAME=D1xD2..., "
+                         "or skip the check with --no-verify") from error
     if len(runs) < RUNS:  # one shape only (static or declared): a second draw of values
         shapes = runs[0][0]
         feeds = plan.values(shapes, seed + 101)

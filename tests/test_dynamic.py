@@ -104,9 +104,9 @@ def test_heads_behind_run_time_reshape_targets_prune_whole_heads(merge_batch):
         assert y.shape == (*shape[:2], 16) and np.isfinite(y).all()
 
 
-def test_model_that_cannot_run_at_size_two_is_verified_at_a_size_it_accepts():
+def _stride_four_model() -> onnx.ModelProto:
     """Two stride-2 convs, a ×4 upsample and a concat with the full-size map: H and W must be
-    multiples of 4. The oracle tries realistic sizes until the model runs."""
+    multiples of 4."""
     b = Builder()
     x = b.input(["n", 3, "h", "w"])
     full = b.conv(x, 3, 8, name="stem")
@@ -114,7 +114,12 @@ def test_model_that_cannot_run_at_size_two_is_verified_at_a_size_it_accepts():
     down = b.op("Conv", down, b.weight(8, 8, 3, 3, name="down2_w"), strides=[2, 2], pads=[1, 1, 1, 1])
     up = b.op("Resize", down, "", b.const(np.array([1, 1, 4, 4], dtype=np.float32)), mode="nearest")
     y = b.conv(b.op("Concat", full, up, axis=1), 16, 4, name="head")
-    result = _prune(b.build(y))
+    return b.build(y)
+
+
+def test_model_that_cannot_run_at_size_two_is_verified_at_a_size_it_accepts():
+    """The oracle tries realistic sizes until the model runs."""
+    result = _prune(_stride_four_model())
     shapes = result.verification.shapes
     assert len(shapes) == 2 and all(s["x"][2] % 4 == 0 and s["x"][2] >= 32 for s in shapes)
     assert result.report["macs"][0] > result.report["macs"][1] > 0
@@ -223,3 +228,12 @@ def test_cli_input_shape(tmp_path, capsys):
     assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--input-shape", "ids=2x64"]) == 2
     assert "not an input of the model" in capsys.readouterr().err
     assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--input-shape", "input_ids=2xq"]) == 2
+
+
+def test_declared_shape_the_model_rejects_is_bad_input(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    onnx.save(_stride_four_model(), path)
+    out = tmp_path / "out.onnx"
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--input-shape", "x=1x3x6x6"]) == 2
+    assert "does not run in onnxruntime at the input shapes tried (x=1x3x6x6)" in capsys.readouterr().err
+    assert not out.exists()
