@@ -34,7 +34,8 @@ from .ir import Graph, Node
 # Folding these would freeze one random draw (Dropout: in training mode) into the model.
 NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                               "Multinomial", "Bernoulli", "Dropout"})
-DEFAULT_MAX_ELEMENTS = 1 << 16  # elements; larger outputs fold only if no bigger than their inputs
+DEFAULT_MAX_ELEMENTS = 1 << 18  # elements (1 MB of float32; attention masks, position tables);
+# larger outputs fold only if no bigger than their inputs
 _MIN_FOLD_CAP = DEFAULT_MAX_ELEMENTS  # backward-compatible alias
 _STANDARD = ("", "ai.onnx")
 

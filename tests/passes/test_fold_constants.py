@@ -56,18 +56,18 @@ def test_size_cap(op, extra):
     """A fold that would grow the file stays (with its reason) unless the cap is raised."""
     if op == "ConstantOfShape":
         node = helper.make_node(op, ["shape"], ["big"], value=numpy_helper.from_array(np.ones(1, np.float32)))
-        inits = [const("shape", [300, 300])]
+        inits = [const("shape", [600, 600])]
     else:
         node = helper.make_node(op, ["w", "reps"], ["big"])
-        inits = [const("w", np.ones((3, 3), np.float32)), const("reps", [100, 100])]
+        inits = [const("w", np.ones((3, 3), np.float32)), const("reps", [200, 200])]
     proto = make([node, helper.make_node("Add", ["x", "big"], ["y"])],
-                 [vi("x", [300, 300])], [vi("y", [300, 300])], inits)
+                 [vi("x", [600, 600])], [vi("y", [600, 600])], inits)
     graph = load_onnx(proto, fold_shapes=False)
     result = FoldConstants()(graph)
     assert not result.modified and len(graph.nodes) == 2
-    assert "exceeds max_elements=65536" in result.details["skipped"][0]["reason"]
-    graph, result = run(proto, max_elements=90_000)
-    assert ops(graph) == ["Add"] and graph.constants["big"].shape == (300, 300)
+    assert "exceeds max_elements=262144" in result.details["skipped"][0]["reason"]
+    graph, result = run(proto, max_elements=400_000)
+    assert ops(graph) == ["Add"] and graph.constants["big"].shape == (600, 600)
 
 
 def test_small_constant_of_shape_folds():
