@@ -20,9 +20,7 @@ table of which (name, exporter) pairs export and run.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,7 +31,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .export import LEGACY_OPSET, _quiet, _zoo_source_hash, cache_root
+from .export import LEGACY_OPSET, _quiet, _zoo_source_hash, cache_root, write_cached
 from .detector import build_detector
 from .zoo import SEED, build
 
@@ -409,26 +407,17 @@ def export_dynamic(name, exporter="legacy", cache_dir=None) -> Path:
     path = cache_path(name, exporter, cache_dir)
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    side_car = Path(tmp + ".data")
-    try:
+
+    def write(tmp):
         if name == "constant_weights":
             onnx.save(constant_weights_model(), tmp)
         else:
             _torch_export(name, exporter, tmp)
-        if side_car.exists():
-            raise ValueError(f"{name} is too large for a single-file ONNX export")
         problems = [p for p in check_export(name, exporter, tmp) if p]
         if problems:
             raise ValueError(f"{name}/{exporter} exported but does not match torch: {'; '.join(problems)}")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        side_car.unlink(missing_ok=True)
-    return path
+
+    return write_cached(path, name, write)
 
 
 # --------------------------------------------------------------------------- checking

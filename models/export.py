@@ -100,6 +100,30 @@ def _check_opset(path, opset):
         raise ValueError(f"asked for opset {opset} but the exporter produced {sorted(found)}")
 
 
+def write_cached(path, name, write):
+    """Run ``write(tmp)`` into a temp file beside ``path``, then rename it into place.
+
+    Parallel pytest workers see a complete file or none; ``write`` raises to
+    refuse the export (nothing is cached then). Over 2 GB the dynamo exporter
+    writes external data keyed to the temp name regardless, which the renamed
+    file could not find: refused too.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    side_car = Path(tmp + ".data")
+    try:
+        write(tmp)
+        if side_car.exists():
+            raise ValueError(f"{name} is too large for a single-file ONNX export")
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared cache must be readable
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        side_car.unlink(missing_ok=True)
+    return path
+
+
 def export_onnx(name, exporter="legacy", opset=None, cache_dir=None):
     """Path to a cached ONNX export of ``build(name)`` on ``example_input(name)``.
 
@@ -113,20 +137,9 @@ def export_onnx(name, exporter="legacy", opset=None, cache_dir=None):
     path = cache_path(name, exporter, opset, cache_dir)
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    side_car = Path(tmp + ".data")
-    try:
+
+    def write(tmp):
         _export(name, tmp, exporter, opset)
-        if side_car.exists():
-            # Over 2 GB the dynamo exporter writes external data regardless,
-            # keyed to the temp name, so the renamed file could not find it.
-            raise ValueError(f"{name} is too large for a single-file ONNX export")
         _check_opset(tmp, opset)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared cache must be readable
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        side_car.unlink(missing_ok=True)
-    return path
+
+    return write_cached(path, name, write)

@@ -26,7 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from ..ir import Graph
 from .dims import DimTable, RuleContext, Unsupported
 from .rules import rule_for
-from .shape_sources import SHAPE_INPUTS, VECTOR_OPS, only_feeds_targets, pin_target_reads
+from .shape_sources import SHAPE_INPUTS, VECTOR_OPS, only_feeds_targets, pin_reads
 
 
 @dataclass
@@ -120,7 +120,7 @@ def _run_rules(graph: Graph) -> DimTable:
         if reason:
             table.unsupported.add(node.name)
             if node.op in SHAPE_INPUTS:
-                pin_target_reads(table, node)
+                pin_reads(table, node)  # its rule failed: what its shape inputs read keeps its size
         for tensor in (*node.inputs, *node.outputs, *node.implicit_inputs):
             if not tensor or graph.shape(tensor) is None:
                 continue

@@ -319,11 +319,6 @@ def pin_reads(table, node: Node, indices=None, reason: str | None = None) -> Non
                 table.pin(table.dim(tensor, axis), reason)
 
 
-def pin_target_reads(table, node: Node) -> None:
-    """A node whose rule failed: every size its shape inputs read keeps its size."""
-    pin_reads(table, node)
-
-
 def only_feeds_targets(table, name: str, depth: int = 0) -> bool:
     """Does the shape vector ``name`` flow only into shape inputs whose rules account for it?
 
