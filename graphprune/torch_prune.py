@@ -14,6 +14,7 @@ the report. A failed verification restores the module and raises.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from .channels import analyse
-from .emit.torch import emit_torch, stale_attributes
+from .emit.torch import emit_torch, repair_attributes, stale_attributes
 from .errors import InputError, VerificationError
 from .frontends.fx import FxModel, trace
 from .importance import CRITERIA, TORCH_CRITERIA, importance
@@ -32,7 +33,7 @@ from .report import build_report
 from .selection import Plan, select
 from .torch_importance import torch_importance
 from .verify import Verification
-from .verify_torch import compare_outputs, random_inputs, reference_outputs
+from .verify_torch import check_inputs, compare_outputs, noise_floor, reference_outputs
 
 
 @dataclass
@@ -85,40 +86,47 @@ def _set_mode(model: torch.nn.Module, training: bool) -> None:
 def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round_to, keep, verify, max_group_ratio,
            tolerance, plan_source, loss_fn) -> TorchPruneResult:
     start = time.perf_counter()
-    traced = trace(module, inputs)
-    graph = traced.graph
-    macs_before, params_before = total_macs(graph), _params(module)
-    analysis = analyse(graph)
-    if keep:
-        analysis.pin_matching(keep)
-    fallbacks = 0
-    if plan_source is not None:
-        plan = plan_from_kept(analysis, read_plan(plan_source), target="torch")
-    else:
-        if criterion in TORCH_CRITERIA:
-            scores, fallbacks = torch_importance(traced, analysis, criterion, inputs, loss_fn)
+    with without_cache(module):
+        traced = trace(module, inputs)
+        graph = traced.graph
+        macs_before, params_before = total_macs(graph), _params(module)
+        analysis = analyse(graph)
+        if keep:
+            analysis.pin_matching(keep)
+        fallbacks = 0
+        if plan_source is not None:
+            plan = plan_from_kept(analysis, read_plan(plan_source), target="torch")
         else:
-            scores = importance(analysis, criterion)
-        plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio)
-    checks = random_inputs(inputs)
-    reference = reference_outputs(traced, plan, checks) if verify else None
-    emission = emit_torch(traced, plan)
-    approx = next((analysis.groups[g].approximate for g in plan.removed
-                   if plan.removed[g].any() and analysis.groups[g].approximate), None)
-    try:
-        if verify and approx is None:  # the oracle itself decides whether the original class still works
-            pruned, verification = _verify_first_passing(traced, reference, checks, tolerance)
-        else:
-            pruned = _choose(traced, emission, inputs)
-            _set_mode(pruned, False)
-            verification = (compare_outputs(reference, pruned, checks, tolerance, approx) if verify
-                            else Verification("skipped", tolerance=tolerance))
-    except BaseException:
-        emission.rollback()
-        raise
-    if not verification.ok:
-        emission.rollback()
-        raise VerificationError(f"verification failed: {verification.message}", verification)
+            if criterion in TORCH_CRITERIA:
+                scores, fallbacks = torch_importance(traced, analysis, criterion, inputs, loss_fn)
+            else:
+                scores = importance(analysis, criterion)
+            plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio)
+        reference, checks, noise = None, [tuple(inputs)], 0.0
+        if verify:
+            reference, checks = reference_outputs(traced, plan, check_inputs(inputs))
+            noise = noise_floor(traced, plan, checks[:1], reference[:1])
+        tolerance = max(tolerance, NOISE_MARGIN * noise)
+        emission = emit_torch(traced, plan)
+        approx = next((analysis.groups[g].approximate for g in plan.removed
+                       if plan.removed[g].any() and analysis.groups[g].approximate), None)
+        repaired = []
+        try:
+            if verify and approx is None:  # the oracle itself decides whether the original class still works
+                pruned, verification, repaired = _verify_first_passing(traced, emission, reference, checks,
+                                                                       tolerance)
+            else:
+                pruned, repaired = _choose(traced, emission, checks)
+                _set_mode(pruned, False)
+                verification = (compare_outputs(reference, pruned, checks, tolerance, approx) if verify
+                                else Verification("skipped", tolerance=tolerance))
+        except BaseException:
+            emission.rollback()
+            raise
+        if not verification.ok:
+            emission.rollback()
+            raise VerificationError(f"verification failed: {verification.message}", verification)
+    verification.shapes = [[list(x.shape) for x in c if isinstance(x, torch.Tensor)] for c in checks]
     sliced = {name: axes for name, axes in emission.sliced.items() if name in traced.params}
     settings = {"ratio": ratio, "importance": criterion, "global": global_ranking, "round_to": round_to,
                 "keep": keep, "max_group_ratio": max_group_ratio}
@@ -129,42 +137,96 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     report["torch"] = {
         "tracer": traced.tracer,
         "returned": "original module" if pruned is module else "torch.fx.GraphModule",
+        "repaired_attributes": repaired,
         "stale_attributes": stale_attributes(traced, emission) if pruned is not module else [],
         "rewritten_literals": emission.literals,
         "untranslated_calls": traced.untranslated,
         "importance_fallbacks": fallbacks,
         "plan_skipped": plan.skipped,
+        "noise_floor": noise,
         "seconds": round(time.perf_counter() - start, 3),
     }
     _set_mode(pruned, was_training)
     return TorchPruneResult(pruned, report, plan, verification, traced)
 
 
-def _verify_first_passing(traced: FxModel, reference, checks, tolerance):
-    """The original module if it reproduces the oracle, else the GraphModule (with its verdict)."""
-    verification = None
-    for candidate in (traced.module, traced.gm):
-        _set_mode(candidate, False)
-        verification = compare_outputs(reference, candidate, checks, tolerance, None)
-        if verification.ok:
-            return candidate, verification
-    return traced.gm, verification
+NOISE_MARGIN = 16  # a correct prune stays within this many times the oracle's own float32 rounding
 
 
-def _choose(traced: FxModel, emission, inputs) -> torch.nn.Module:
-    """The original module if it still runs and agrees with the pruned graph, else the graph."""
+@contextlib.contextmanager
+def without_cache(module: torch.nn.Module):
+    """Trace and check with ``config.use_cache`` off (Hugging Face models as loaded have it on).
+
+    A key/value cache in the outputs is a container no tracer can return;
+    the cache is not part of the function being pruned, and the original
+    class, when returned, still builds and uses its cache.
+    """
+    config = getattr(module, "config", None)
+    flag = getattr(config, "use_cache", None)
+    if flag:
+        config.use_cache = False
+    try:
+        yield
+    finally:
+        if flag:
+            config.use_cache = flag
+
+
+def _verify_first_passing(traced: FxModel, emission, reference, checks, tolerance):
+    """The original module if it reproduces the oracle (as is, or with its size attributes
+    repaired), else the GraphModule; with the verdict and the repaired attributes."""
+    module = traced.module
+    _set_mode(module, False)
+    verification = compare_outputs(reference, module, checks, tolerance, None)
+    if verification.ok:
+        return module, verification, []
+    changes, undo = repair_attributes(traced, emission, lambda: _forward(module, checks[0]))
+    if changes:
+        repaired = compare_outputs(reference, module, checks, tolerance, None)
+        if repaired.ok:
+            emission.restore.extend(undo)
+            return module, repaired, changes
+        for step in reversed(undo):
+            step()
+    _set_mode(traced.gm, False)
+    verification = compare_outputs(reference, traced.gm, checks, tolerance, None)
+    return traced.gm, verification, []
+
+
+def _choose(traced: FxModel, emission, checks) -> tuple[torch.nn.Module, list[str]]:
+    """The original module if it still runs and agrees with the pruned graph on every check input
+    (as is, or with its size attributes repaired), else the graph."""
     module, gm = traced.module, traced.gm
     if traced.tracer != "symbolic_trace" and not emission.sliced:
-        return module
+        return module, []
+    if _agrees(module, gm, checks):
+        return module, []
+    changes, undo = repair_attributes(traced, emission, lambda: _forward(module, checks[0]))
+    if changes and _agrees(module, gm, checks):
+        emission.restore.extend(undo)
+        return module, changes
+    for step in reversed(undo):
+        step()
+    return gm, []
+
+
+def _forward(module, inputs):
     with torch.no_grad():
-        try:
-            expected = gm(*inputs)
-            got = module(*inputs)
-        except Exception:
-            return gm
-    a = [t for t in pytree.tree_leaves(expected) if isinstance(t, torch.Tensor)]
-    b = [t for t in pytree.tree_leaves(got) if isinstance(t, torch.Tensor)]
-    if len(a) != len(b) or any(x.shape != y.shape or not torch.allclose(x, y, rtol=1e-4, atol=1e-5)
-                               for x, y in zip(a, b)):
-        return gm
-    return module
+        return module(*inputs)
+
+
+def _agrees(module, gm, checks) -> bool:
+    _set_mode(module, False)
+    with torch.no_grad():
+        for inputs in checks:
+            try:
+                expected = gm(*inputs)
+                got = module(*inputs)
+            except Exception:
+                return False
+            a = [t for t in pytree.tree_leaves(expected) if isinstance(t, torch.Tensor)]
+            b = [t for t in pytree.tree_leaves(got) if isinstance(t, torch.Tensor)]
+            if len(a) != len(b) or any(x.shape != y.shape or not torch.allclose(x, y, rtol=1e-4, atol=1e-5)
+                                       for x, y in zip(a, b)):
+                return False
+    return True

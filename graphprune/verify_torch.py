@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
-from .frontends.fx import FxModel
+from .frontends.fx import FxModel, dynamic_axes
 from .verify import Verification
 
 
@@ -58,21 +58,94 @@ def oracle_masks(model: FxModel, plan) -> dict[str, list]:
     return masks
 
 
-def reference_outputs(model: FxModel, plan, inputs_list) -> list:
+def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tuple[list, list]:
+    """The oracle's outputs on the first ``count`` input sets the traced graph accepts.
+
+    Input sets the graph rejects (a size it specialised) are skipped; the
+    example itself must run. Returns ``(references, the input sets used)``.
+    """
     runner = MaskedInterpreter(model.gm, oracle_masks(model, plan))
+    references, used = [], []
     with torch.no_grad():
-        return [runner.run(*inputs) for inputs in inputs_list]
+        for k, inputs in enumerate(inputs_list):
+            try:
+                references.append(runner.run(*inputs))
+            except Exception:
+                if k == 0:
+                    raise
+                continue
+            used.append(inputs)
+            if len(used) == count:
+                break
+    return references, used
 
 
-def random_inputs(example_inputs, count: int = 2, seed: int = 0) -> list[tuple]:
-    """The example inputs and ``count - 1`` random variants (float tensors redrawn)."""
+def noise_floor(model: FxModel, plan, inputs_list, references) -> float:
+    """Float32 rounding of the oracle itself: its relative distance to the same oracle in float64.
+
+    A correct prune changes the order of summation in every contraction, so it
+    may differ from the float32 oracle by about as much as the oracle differs
+    from exact arithmetic; on deep models that exceeds a fixed tolerance. 0.0
+    when the graph cannot run in float64.
+    """
+    import copy
+
+    try:
+        gm64 = copy.deepcopy(model.gm).double()
+        runner = MaskedInterpreter(gm64, oracle_masks(model, plan))
+        worst = 0.0
+        with torch.no_grad():
+            for ref, inputs in zip(references, inputs_list):
+                wide = tuple(x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                             for x in inputs)
+                exact = [t for t in pytree.tree_leaves(runner.run(*wide)) if isinstance(t, torch.Tensor)]
+                got = [t for t in pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
+                for a, b in zip(exact, got):
+                    if a.is_floating_point() and a.shape == b.shape and a.numel():
+                        worst = max(worst, ((a - b.double()).abs().max() / (a.abs().max() + 1e-12)).item())
+        return worst
+    except Exception:
+        return 0.0
+
+
+def check_inputs(example_inputs, seed: int = 0) -> list[tuple]:
+    """The example, then redrawn variants, preferred in order: another batch *and* length,
+    another batch, the same shapes.
+
+    Only the axes the tracer leaves free (:func:`~graphprune.frontends.fx.dynamic_axes`)
+    change: batch ``B → B+1``, lengths ``L → L - L//4 - 1`` (shorter, so position
+    tables still cover them), equal sizes staying equal. Floats are redrawn from
+    a normal distribution, integers uniformly within the example's own range
+    (token ids stay valid, all-ones masks stay ones).
+    """
     generator = torch.Generator().manual_seed(seed)
-    sets = [tuple(example_inputs)]
-    for _ in range(count - 1):
-        sets.append(tuple(torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-                          if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-                          for x in example_inputs))
-    return sets
+
+    def redraw(x, shape):
+        if not isinstance(x, torch.Tensor):
+            return x
+        if x.is_floating_point():
+            return torch.randn(shape, generator=generator, dtype=x.dtype).to(x.device)
+        if x.dtype == torch.bool or not x.numel():
+            return x.reshape(-1)[:1].expand(shape).clone() if x.numel() else torch.zeros(shape, dtype=x.dtype)
+        lo, hi = int(x.min()), int(x.max())
+        return torch.randint(lo, hi + 1, shape, generator=generator, dtype=x.dtype).to(x.device)
+
+    def variant(batch: bool, length: bool):
+        out = []
+        for x in example_inputs:
+            if not isinstance(x, torch.Tensor):
+                out.append(x)
+                continue
+            shape = list(x.shape)
+            for axis in dynamic_axes(x):
+                if axis == 0 and batch:
+                    shape[0] += 1
+                elif axis > 0 and length and shape[axis] > 1:
+                    shape[axis] -= shape[axis] // 4 + 1
+            out.append(redraw(x, shape))
+        return tuple(out)
+
+    return [tuple(example_inputs), variant(True, True), variant(True, False), variant(False, False)]
 
 
 def compare_outputs(reference: list, model, inputs_list, tolerance: float, approximate: str | None) -> Verification:

@@ -80,9 +80,10 @@ def emit_torch(model: FxModel, plan) -> TorchEmission:
 
 
 def _emit(model: FxModel, graph, emission: TorchEmission, changed_keys) -> None:
+    slots = tensor_slots(model)
     for name, axes in emission.sliced.items():
         if name in model.params:
-            _slice_tensor(model, name, axes, emission)
+            _slice_tensor(model, name, axes, emission, slots)
     _update_attributes(model, emission)
     for node in graph.nodes:  # sizes the IR keeps as attributes, read back by bindings
         if "normalized_shape" in node.attrs and node.inputs[0] in graph.tensors:
@@ -106,7 +107,26 @@ def _owner(root: nn.Module, fqn: str):
         return None, attr
 
 
-def _slice_tensor(model: FxModel, name: str, axes: dict[int, np.ndarray], emission: TorchEmission) -> None:
+def tensor_slots(model: FxModel) -> dict[int, list[tuple[dict, str]]]:
+    """``id(tensor) -> [(store, attr)]``: every place the module and its GraphModule hold each
+    parameter or buffer. Tied weights (input and output embeddings) share one tensor in several
+    places; slicing must replace it in all of them or the tie breaks."""
+    slots: dict[int, list[tuple[dict, str]]] = {}
+    seen: set[int] = set()
+    for root in (model.module, model.gm):
+        for m in root.modules():
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            for store in (m._parameters, m._buffers):
+                for attr, value in store.items():
+                    if value is not None:
+                        slots.setdefault(id(value), []).append((store, attr))
+    return slots
+
+
+def _slice_tensor(model: FxModel, name: str, axes: dict[int, np.ndarray], emission: TorchEmission,
+                  slots: dict[int, list[tuple[dict, str]]]) -> None:
     old = model.params[name]
     emission.old_shapes[name] = tuple(old.shape)
     with torch.no_grad():
@@ -115,22 +135,17 @@ def _slice_tensor(model: FxModel, name: str, axes: dict[int, np.ndarray], emissi
             value = value.index_select(axis, torch.as_tensor(kept, dtype=torch.long, device=value.device))
         value = value.contiguous()
     new = nn.Parameter(value, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else value
-    for root in {id(model.module): model.module, id(model.gm): model.gm}.values():
-        owner, attr = _owner(root, name)
-        if owner is None:
-            continue
-        current = owner._parameters.get(attr) if attr in owner._parameters else owner._buffers.get(attr) \
-            if attr in owner._buffers else getattr(owner, attr, None)
-        if current is not old:
-            continue
-        store = owner._parameters if attr in owner._parameters else owner._buffers \
-            if attr in owner._buffers else None
-        if store is not None:
-            store[attr] = new
-            emission.restore.append(lambda s=store, a=attr, o=old: s.__setitem__(a, o))
-        else:
-            setattr(owner, attr, new)
-            emission.restore.append(lambda o=owner, a=attr, v=old: setattr(o, a, v))
+    places = slots.get(id(old), [])
+    for store, attr in places:
+        store[attr] = new
+        emission.restore.append(lambda s=store, a=attr, o=old: s.__setitem__(a, o))
+    if not places:  # a plain attribute (not registered as a parameter or buffer)
+        for root in {id(model.module): model.module, id(model.gm): model.gm}.values():
+            owner, attr = _owner(root, name)
+            if owner is not None and getattr(owner, attr, None) is old:
+                setattr(owner, attr, new)
+                emission.restore.append(lambda o=owner, a=attr, v=old: setattr(o, a, v))
+    slots[id(new)] = places
     model.params[name] = new
 
 
@@ -251,3 +266,115 @@ def stale_attributes(model: FxModel, emission: TorchEmission) -> list[str]:
                 stale.append(f"{path or type(m).__name__}.{attr} = {value} "
                              f"(the pruned graph uses {rewritten[value]})")
     return stale
+
+
+def _module_path(node: fx.Node) -> str:
+    """The module whose forward made ``node`` (innermost of its ``nn_module_stack``; root if none)."""
+    stack = node.meta.get("nn_module_stack")
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def literal_rewrites(model: FxModel) -> dict[str, dict[int, set[int]]]:
+    """``{module path: {old size: {new sizes}}}`` of the literals the prune rewrote in each module's forward."""
+    found: dict[str, dict[int, set[int]]] = {}
+    for b in model.bindings:
+        new = _current(model, b)
+        if new != b.old:
+            found.setdefault(_module_path(b.fx_node), {}).setdefault(b.old, set()).add(new)
+    for node in model.graph.nodes:  # even splits (``split(self.split_size)``) the fixups resized
+        before = model.split_sizes.get(node.name)
+        if not before or node.inputs[1] not in model.graph.constants:
+            continue
+        after = [int(v) for v in np.asarray(model.graph.constants[node.inputs[1]]).reshape(-1)]
+        if len(set(before)) == 1 and len(set(after)) == 1 and before != after:
+            path = _module_path(model.origin[node.name])
+            found.setdefault(path, {}).setdefault(before[0], set()).add(after[0])
+    return found
+
+
+def _own_parameter_sizes(model: FxModel, emission: TorchEmission, path: str) -> dict[int, set[int]]:
+    """``{old size: {new sizes}}`` over the axes of the parameters ``path`` owns directly."""
+    sizes: dict[int, set[int]] = {}
+    prefix = f"{path}." if path else ""
+    for name, before in emission.old_shapes.items():
+        if not name.startswith(prefix) or "." in name[len(prefix):]:
+            continue
+        for old, new in zip(before, model.params[name].shape):
+            sizes.setdefault(int(old), set()).add(int(new))
+    return sizes
+
+
+def repair_attributes(model: FxModel, emission: TorchEmission, runs=None) -> tuple[list[str], list]:
+    """Set the int attributes a module's forward reads to the sizes the pruned graph uses.
+
+    Forward code reads sizes from attributes (``self.num_heads``,
+    ``self.embed_dim``, ``self.num_key_value_groups``); the traced graph saw
+    them as literals, which the emitter rewrote. An attribute of a module
+    whose own forward had literal ``old`` rewritten to exactly one ``new`` is
+    set to ``new``. Where several were rewritten (GPT-2's ``Conv1D.nf``, the
+    output width, next to the input width read from ``x.size(-1)``), the
+    first option is tried and ``runs()`` (a forward pass raising where it
+    fails) tells which module still breaks: its ambiguous attributes take
+    their next option, the same choice for every module of the same class
+    and sizes. This is a proposal: the oracle decides whether the original
+    class then reproduces the pruned graph, and the caller undoes it if not.
+    Returns ``(["path.attr: old -> new"], undo callables)``.
+    """
+    undo, choices = [], {}
+    rewrites = literal_rewrites(model)
+    ambiguous: dict[tuple, list] = {}  # (class, attr, old, options) -> [(module path, module)]
+    for path, module in model.module.named_modules():
+        if isinstance(module, SELF_DESCRIBING) or path not in rewrites:
+            continue
+        for attr, value in list(vars(module).items()):
+            if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                continue
+            options = sorted(rewrites[path].get(value, ()))
+            if not options:
+                continue
+            undo.append(lambda m=module, a=attr, v=value: setattr(m, a, v))
+            choices[(path, attr)] = (module, value, options[0])
+            if len(options) > 1:
+                ambiguous.setdefault((type(module).__name__, attr, value, tuple(options)), []).append(path)
+            setattr(module, attr, options[0])
+    if ambiguous and runs is not None:
+        _resolve(model.module, choices, ambiguous, runs)
+    changes = [f"{path or type(model.module).__name__}.{attr}: {old} -> {new}"
+               for (path, attr), (_, old, new) in choices.items()]
+    return changes, undo
+
+
+def _resolve(root: nn.Module, choices: dict, ambiguous: dict, runs, budget: int = 16) -> None:
+    """Step ambiguous attributes through their options until ``runs()`` stops failing."""
+    tried = {key: 0 for key in ambiguous}
+    for _ in range(budget):
+        failing = _failing_modules(root, runs)
+        if failing is None:
+            return
+        key = next((k for k, paths in ambiguous.items() if tried[k] + 1 < len(k[3])
+                    and any(p in failing for p in paths)), None)
+        if key is None:
+            return
+        tried[key] += 1
+        new = key[3][tried[key]]
+        for path in ambiguous[key]:
+            module, old, _ = choices[(path, key[1])]
+            setattr(module, key[1], new)
+            choices[(path, key[1])] = (module, old, new)
+
+
+def _failing_modules(root: nn.Module, runs) -> set[str] | None:
+    """The modules whose forward was running when ``runs()`` raised (None if it did not)."""
+    stack, failed, hooks = [], set(), []
+    for path, m in root.named_modules():
+        hooks.append(m.register_forward_pre_hook(lambda _m, _a, p=path: stack.append(p)))
+        hooks.append(m.register_forward_hook(lambda _m, _a, _o: stack.pop()))
+    try:
+        runs()
+        return None
+    except Exception:
+        failed.update(stack)
+        return failed
+    finally:
+        for h in hooks:
+            h.remove()

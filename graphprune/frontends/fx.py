@@ -69,6 +69,7 @@ class FxModel:
     bindings: list[Binding] = field(default_factory=list)
     fixups: list[Callable] = field(default_factory=list)  # (emit_context) -> bool changed
     untranslated: list[str] = field(default_factory=list)
+    split_sizes: dict[str, list[int]] = field(default_factory=dict)  # IR Split node -> sizes at trace
     trace_errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,9 +79,49 @@ def _symbolic(module):
     return fx.symbolic_trace(module)
 
 
+def dynamic_axes(x) -> list[int]:
+    """Axes exported as sizes free at run time: the batch, and the sequence of token inputs.
+
+    Integer tensors (token ids, masks) and rank ≤ 3 float tensors (embeddings,
+    audio frames) vary in every leading axis but the last; images vary only in
+    the batch: dynamic spatial sizes make export's symbolic reasoning slow by
+    orders of magnitude, and most vision models fix them anyway.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        return []
+    if not x.is_floating_point():
+        return list(range(x.dim()))
+    return list(range(max(1, x.dim() - 1))) if x.dim() <= 3 else [0]
+
+
+def _batched(example_inputs) -> tuple:
+    """The example with a batch of at least 2 (export specialises sizes 0 and 1)."""
+    return tuple(torch.cat([x, x.flip(0) if x.is_floating_point() else x]) if isinstance(x, torch.Tensor)
+                 and x.dim() and x.shape[0] == 1 else x for x in example_inputs)
+
+
 def _exported(module, example_inputs):
-    program = torch.export.export(module, tuple(example_inputs), strict=False)
-    return program.run_decompositions({}).module()
+    """``torch.export`` with dynamic batch/sequence (static if that fails), as an ordinary module."""
+    args = tuple(example_inputs)
+    try:
+        dims = tuple({a: torch.export.Dim.AUTO for a in dynamic_axes(x)} or None for x in args)
+        program = torch.export.export(module, _batched(args), dynamic_shapes=dims, strict=False)
+    except Exception:
+        program = torch.export.export(module, args, strict=False)
+    return ordinary_module(program.run_decompositions({}).module(check_guards=False))
+
+
+def ordinary_module(gm: fx.GraphModule) -> fx.GraphModule:
+    """An exported GraphModule that behaves as an ``nn.Module``: ``train()``/``eval()`` work.
+
+    ``ExportedProgram.module()`` replaces both by methods that raise and adds
+    a pre-hook that checks the example's shapes; both are dropped (the graph
+    itself states what it computes, and the oracle checks it at other shapes).
+    """
+    for name in ("train", "eval"):
+        vars(gm).pop(name, None)
+    gm._forward_pre_hooks.clear()
+    return gm
 
 
 def trace(module: torch.nn.Module, example_inputs) -> FxModel:
@@ -365,6 +406,9 @@ def build(module, gm: fx.GraphModule, tracer: str, example_inputs,
     graph = Graph(t.nodes, inputs, outputs, t.tensors, t.constants, IR_OPSET,
                   name=type(module).__name__, source=gm)
     graph.pinned = t.pinned
+    model.split_sizes = {node.name: [int(v) for v in np.asarray(t.constants[node.inputs[1]]).reshape(-1)]
+                         for node in t.nodes if node.op == "Split" and node.inputs[1:2] and
+                         node.inputs[1] in t.constants}
     model.graph = graph
     model.fx_of_ir = {ir: fxn for fxn, ir in model.ir_name.items()}
     return model
