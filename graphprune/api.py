@@ -68,7 +68,7 @@ def inspect(model, input_shapes: dict | None = None) -> dict:
 def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: bool = False,
           round_to: int = 1, keep: str | None = None, verify: bool = True,
           max_group_ratio: float = 0.9, tolerance: float = 1e-4, plan=None,
-          example_inputs=None, loss_fn=None, input_shapes: dict | None = None):
+          example_inputs=None, loss_fn=None, input_shapes: dict | None = None, exact: bool = False):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -93,24 +93,27 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
         loss_fn: ``output -> scalar`` for ``taylor`` importance (modules only).
         input_shapes: input name → sizes for inputs with dynamic axes (ONNX):
             the shapes verification runs at first and MACs are counted at.
+        exact: prune only groups the oracle checks exactly: groups normalised
+            by a LayerNorm/RMSNorm (the residual stream of a transformer, its
+            hidden size) are kept instead of being pruned as *approximate*.
     """
     if _is_torch_module(model):
         from .torch_prune import prune_module
 
         return prune_module(model, ratio, example_inputs, importance, global_ranking, round_to, keep,
-                            verify, max_group_ratio, tolerance, plan, loss_fn)
+                            verify, max_group_ratio, tolerance, plan, loss_fn, exact)
     source = read_model(model)
     graph = load_onnx(source, input_shapes=input_shapes)
     macs_at = metric_shapes(graph)
     step = PruneChannels(ratio=ratio, importance=importance, global_ranking=global_ranking,
-                         round_to=round_to, keep=keep or "", max_group_ratio=max_group_ratio,
+                         round_to=round_to, keep=keep or "", exact=exact, max_group_ratio=max_group_ratio,
                          replay=read_plan(plan) if plan is not None else None)
     outcome = step(graph)
     pruned = to_onnx(graph)
     verification = (verify_prune(source, pruned, step.plan, tolerance, input_shapes=input_shapes) if verify
                     else Verification("skipped", tolerance=tolerance))
     settings = {"ratio": ratio, "importance": importance, "global": global_ranking,
-                "round_to": round_to, "keep": keep, "max_group_ratio": max_group_ratio}
+                "round_to": round_to, "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio}
     if plan is not None:
         settings = {"plan": str(plan) if not isinstance(plan, dict) else "(report dict)"}
     report = build_report(step.plan, step.sliced, outcome.params, outcome.macs, verification, settings)

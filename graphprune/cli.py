@@ -91,7 +91,7 @@ def cmd_prune(args) -> int:
     try:
         result = api.prune(src, ratio=args.ratio or 0.0, importance=args.importance,
                            global_ranking=args.global_ranking, round_to=args.round_to,
-                           keep=args.keep, verify=not args.no_verify,
+                           keep=args.keep, exact=args.exact, verify=not args.no_verify,
                            max_group_ratio=args.max_group_ratio, plan=args.plan,
                            input_shapes=_input_shapes(args))
     except VerificationError as exc:
@@ -244,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a multiple of N channels per group")
     p.add_argument("--keep", metavar="REGEX",
                    help="do not prune groups touching a node or tensor whose name matches REGEX")
+    p.add_argument("--exact", action="store_true",
+                   help="prune only groups the oracle checks exactly: keep those normalised by a "
+                        "LayerNorm/RMSNorm (a transformer's hidden size), which are otherwise pruned "
+                        "and verified as approximate")
     p.add_argument("--report", metavar="FILE.json", help="write kept indices, params, MACs, groups, verification")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime oracle check")
     p.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the input file")

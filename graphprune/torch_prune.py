@@ -26,6 +26,7 @@ from .channels import analyse
 from .emit.torch import emit_torch, repair_attributes, stale_attributes
 from .errors import InputError, VerificationError
 from .frontends.fx import FxModel, trace
+from .hf import fit_config, is_hf_model, rebuilt_buffers_agree
 from .importance import CRITERIA, TORCH_CRITERIA, importance
 from .metrics import total_macs
 from .plan_io import plan_from_kept, read_plan
@@ -54,7 +55,7 @@ def _params(module: torch.nn.Module) -> int:
 def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=None, importance_name: str = "l2",
                  global_ranking: bool = False, round_to: int = 1, keep: str | None = None,
                  verify: bool = True, max_group_ratio: float = 0.9, tolerance: float = 1e-4,
-                 plan=None, loss_fn=None) -> TorchPruneResult:
+                 plan=None, loss_fn=None, exact: bool = False) -> TorchPruneResult:
     if example_inputs is None:
         raise InputError("pruning an nn.Module needs example_inputs (a tensor or tuple of tensors)")
     if importance_name not in CRITERIA + TORCH_CRITERIA:
@@ -70,7 +71,7 @@ def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=Non
     module.eval()
     try:
         return _prune(module, was_training, ratio, inputs, importance_name, global_ranking, round_to, keep, verify,
-                      max_group_ratio, tolerance, plan, loss_fn)
+                      max_group_ratio, tolerance, plan, loss_fn, exact)
     finally:
         module.train(was_training)
 
@@ -84,7 +85,7 @@ def _set_mode(model: torch.nn.Module, training: bool) -> None:
 
 
 def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round_to, keep, verify, max_group_ratio,
-           tolerance, plan_source, loss_fn) -> TorchPruneResult:
+           tolerance, plan_source, loss_fn, exact) -> TorchPruneResult:
     start = time.perf_counter()
     with without_cache(module):
         traced = trace(module, inputs)
@@ -93,6 +94,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         analysis = analyse(graph)
         if keep:
             analysis.pin_matching(keep)
+        if exact:
+            analysis.pin_approximate()
         fallbacks = 0
         if plan_source is not None:
             plan = plan_from_kept(analysis, read_plan(plan_source), target="torch")
@@ -129,7 +132,7 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     verification.shapes = [[list(x.shape) for x in c if isinstance(x, torch.Tensor)] for c in checks]
     sliced = {name: axes for name, axes in emission.sliced.items() if name in traced.params}
     settings = {"ratio": ratio, "importance": criterion, "global": global_ranking, "round_to": round_to,
-                "keep": keep, "max_group_ratio": max_group_ratio}
+                "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio}
     if plan_source is not None:
         settings = {"plan": str(plan_source) if not isinstance(plan_source, dict) else "(report dict)"}
     report = build_report(plan, sliced, (params_before, _params(pruned)), (macs_before, total_macs(graph)),
@@ -146,8 +149,41 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         "noise_floor": noise,
         "seconds": round(time.perf_counter() - start, 3),
     }
+    if pruned is module and is_hf_model(module):
+        report["hf"] = _fit_hf_config(module, plan, checks[0])
     _set_mode(pruned, was_training)
     return TorchPruneResult(pruned, report, plan, verification, traced)
+
+
+def _fit_hf_config(module, plan, inputs) -> dict:
+    """Make ``module.config`` describe the pruned sizes (see :mod:`graphprune.hf`), unless the
+    forward reads a fitted field (Gemma scales embeddings by √hidden_size): then it stays as is
+    and :func:`graphprune.hf.from_pretrained` rebuilds the sizes from the saved sidecar."""
+    table = plan.analysis.table
+    changed: dict[int, set[int]] = {}
+    for did in plan.changed_dims():
+        kept = plan.kept(did)
+        if kept is not None and isinstance(table.sizes[did], int):
+            changed.setdefault(table.sizes[did], set()).add(len(kept))
+    with without_cache(module):
+        before = _forward(module, inputs)
+        fits, edits = fit_config(module, changed)
+        same = fits and _same_outputs(before, _forward(module, inputs)) and rebuilt_buffers_agree(module)
+    if not same:
+        for key, (old, _) in edits.items():
+            setattr(module.config, key, old)
+    reason = "" if same else ("no config expresses these per-layer sizes" if not fits
+                              else "the forward or a buffer rebuilt on reload reads a field the fit "
+                                                         "would change")
+    return {"config_fits": same, "config_edits": {k: list(v) for k, v in edits.items()} if same else {},
+            "reload": "transformers from_pretrained" if same else "graphprune.hf.from_pretrained",
+            "reason": reason}
+
+
+def _same_outputs(a, b) -> bool:
+    x = [t for t in pytree.tree_leaves(a) if isinstance(t, torch.Tensor)]
+    y = [t for t in pytree.tree_leaves(b) if isinstance(t, torch.Tensor)]
+    return len(x) == len(y) and all(p.shape == q.shape and torch.equal(p, q) for p, q in zip(x, y))
 
 
 NOISE_MARGIN = 16  # a correct prune stays within this many times the oracle's own float32 rounding

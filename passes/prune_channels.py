@@ -32,6 +32,7 @@ class PruneChannels(Pass):
     global_ranking: bool = False
     round_to: int = 1
     keep: str = ""
+    exact: bool = False  # pin approximate groups (through a norm): only exactly-checked channels go
     max_group_ratio: float = 0.9
     replay: object = field(default=None, repr=False)  # kept indices from a report (plan_io.read_plan)
     plan: object = field(default=None, init=False, repr=False)
@@ -41,6 +42,8 @@ class PruneChannels(Pass):
         analysis = analyse(graph)
         if self.keep:
             analysis.pin_matching(self.keep)
+        if self.exact:
+            analysis.pin_approximate()
         if self.replay is not None:
             self.plan = plan_from_kept(analysis, self.replay)
         else:

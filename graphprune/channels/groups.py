@@ -79,6 +79,15 @@ class ChannelAnalysis:
                     break
         return count
 
+    def pin_approximate(self) -> int:
+        """Pin every approximate group (``exact=True``): only what the oracle checks exactly is pruned."""
+        count = 0
+        for g in self.prunable_groups():
+            if g.approximate:
+                g.pinned = f"kept by --exact ({g.approximate})"
+                count += 1
+        return count
+
     def describe(self, group: ChannelGroup) -> str:
         dims = self.constant_dims(group) or group.dims
         return ", ".join(self.table.label(d) for d in dims[:3]) + (" …" if len(dims) > 3 else "")

@@ -44,14 +44,29 @@ def reduced_axes(ctx, rank: int) -> set[int]:
     return {a % rank for a in axes}
 
 
+NORM_STATISTICS = ("ReduceMean", "ReduceL2")
+
+
 @rule(*REDUCE)
 def reduce(ctx):
+    """Kept axes are coupled; a reduced axis is pinned, unless the node is a norm statistic.
+
+    ``ReduceMean`` / ``ReduceL2`` over the last axis alone, keeping it as size
+    1, is how RMSNorm, a decomposed LayerNorm and ``F.normalize`` compute the
+    statistic they divide by. Removing channels there changes the statistic
+    of the kept ones, as in LayerNormalization: the axis is left prunable and
+    its groups are marked approximate.
+    """
     x, y = ctx.node.input(0), ctx.node.outputs[0]
     rank = ctx.rank(x)
     axes = reduced_axes(ctx, rank)
     kept = [a for a in range(rank) if a not in axes]
-    out_axes = kept if ctx.attr("keepdims", 1) else range(len(kept))
+    keepdims = ctx.attr("keepdims", 1)
+    out_axes = kept if keepdims else range(len(kept))
     ctx.same_axes(x, y, kept, out_axes)
+    if ctx.node.op in NORM_STATISTICS and keepdims and axes == {rank - 1} and rank > 1:
+        ctx.approximate(ctx.dim(x, rank - 1),
+                        f"{ctx.node.op} '{ctx.node.name}' takes a normalisation statistic over it")
 
 
 @rule("Softmax", "LogSoftmax", "Hardmax")

@@ -1,0 +1,227 @@
+"""Hugging Face round trip for pruned ``transformers`` models.
+
+After a prune the module's parameters are smaller but its ``config`` still
+describes the original sizes, so ``save_pretrained`` + ``from_pretrained``
+would rebuild the original architecture and refuse the weights.
+
+* :func:`fit_config` rewrites the config so that the model's class, built
+  from it, has exactly the pruned parameter shapes. It is a search, checked
+  by construction: candidate edits set an int field that equals a size the
+  prune changed to one of that size's new values; each candidate config is
+  built on the ``meta`` device (no memory, no weights) and kept when it
+  reduces the number of parameters whose shape disagrees. It succeeds when
+  none disagrees, i.e. when the prune is expressible by the config (the
+  same number of heads, kv heads and FFN width in every layer, as a local
+  ratio gives).
+* :func:`save_pretrained` writes the model with its fitted config and a
+  ``graphprune.json`` holding every parameter shape and every int attribute
+  that differs from a fresh build of the class. :func:`from_pretrained`
+  rebuilds the architecture from it, so per-layer sizes that no config can
+  express (a global ranking) reload too; where the config fits, plain
+  ``transformers.AutoModel*.from_pretrained`` works as well.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import InputError
+
+SIDECAR = "graphprune.json"
+
+
+def is_hf_model(module) -> bool:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # transformers is optional
+        return False
+    return isinstance(module, PreTrainedModel)
+
+
+def _shapes(module: nn.Module) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _build(model_class, config) -> nn.Module:
+    with torch.device("meta"):
+        return model_class(config)
+
+
+def _mismatches(model_class, config, target: dict[str, tuple]) -> int:
+    try:
+        if hasattr(config, "validate"):
+            config.validate()  # what save_pretrained checks (LLaMA: hidden a multiple of the heads)
+        fresh = _shapes(_build(model_class, config))
+    except Exception:  # an inconsistent candidate (heads not dividing the width...)
+        return len(target) + 1
+    return sum(target.get(k) != s for k, s in fresh.items()) + len(target.keys() - fresh.keys())
+
+
+def fit_config(model, changed_sizes: dict[int, set[int]]) -> tuple[bool, dict[str, tuple]]:
+    """Edit ``model.config`` in place until its class rebuilds the pruned shapes.
+
+    ``changed_sizes`` maps each size the prune changed to its new sizes.
+    Returns ``(fits, {field: (old, new)})``; when it does not fit, the config
+    keeps the edits that reduced the disagreement (the sidecar covers the rest).
+    """
+    target = _shapes(model)
+    config = model.config
+    best = _mismatches(type(model), config, target)
+    edits: dict[str, tuple] = {}
+    while best:
+        trial = None
+        for key, value in config.to_dict().items():
+            if isinstance(value, bool) or not isinstance(value, int) or key in edits:
+                continue
+            for new in sorted(changed_sizes.get(value, ())):
+                candidate = copy.deepcopy(config)
+                setattr(candidate, key, new)
+                score = _mismatches(type(model), candidate, target)
+                if score < best and (trial is None or score < trial[0]):
+                    trial = (score, key, value, new)
+        if trial is None:
+            break
+        best, key, old, new = trial
+        setattr(config, key, new)
+        edits[key] = (old, new)
+    return best == 0, edits
+
+
+def rebuilt_buffers_agree(model) -> bool:
+    """Whether the buffers a reload recomputes from the config (not saved: Gemma's embedding
+    ``normalizer`` = √hidden_size, rotary ``inv_freq``) equal the model's own; a fitted config
+    that changes them would reload a different function. Owners are rebuilt alone when their
+    class takes the config, else the whole class is built once."""
+    whole = None
+    for path, module in model.named_modules():
+        for attr in module._non_persistent_buffers_set:
+            mine = module._buffers.get(attr)
+            if mine is None:
+                continue
+            try:
+                other = type(module)(model.config)._buffers.get(attr)
+            except Exception:
+                whole = whole if whole is not None else type(model)(model.config)
+                other = dict(whole.named_buffers()).get(f"{path}.{attr}" if path else attr)
+            if other is None or other.shape != mine.shape or not torch.equal(other.to(mine.dtype), mine):
+                return False
+    return True
+
+
+def _attributes(module: nn.Module) -> dict[str, dict]:
+    out = {}
+    for path, m in module.named_modules():
+        attrs = {k: v for k, v in vars(m).items() if not k.startswith("_") and
+                 (isinstance(v, int) and not isinstance(v, bool) or
+                  isinstance(v, tuple) and all(isinstance(i, int) for i in v))}
+        if attrs:
+            out[path] = attrs
+    return out
+
+
+def architecture(model) -> dict:
+    """What a fresh build of ``type(model)(model.config)`` lacks: shapes and int attributes."""
+    fresh = _build(type(model), model.config)
+    fresh_shapes, fresh_attrs = _shapes(fresh), _attributes(fresh)
+    shapes = {k: list(s) for k, s in _shapes(model).items() if fresh_shapes.get(k) != s}
+    attributes = {}
+    for path, attrs in _attributes(model).items():
+        diff = {k: v for k, v in attrs.items() if fresh_attrs.get(path, {}).get(k) != v}
+        if diff:
+            attributes[path] = diff
+    return {"class": type(model).__name__, "shapes": shapes, "attributes": attributes}
+
+
+def save_pretrained(model, directory: str | os.PathLike, **kwargs) -> None:
+    """``model.save_pretrained(directory)`` plus the ``graphprune.json`` that :func:`from_pretrained` reads."""
+    if not is_hf_model(model):
+        raise InputError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
+    model.save_pretrained(directory, **kwargs)
+    sidecar = Path(directory) / SIDECAR
+    tmp = sidecar.with_suffix(".tmp")
+    tmp.write_text(json.dumps(architecture(model), indent=1))
+    os.replace(tmp, sidecar)
+
+
+def from_pretrained(directory: str | os.PathLike, model_class=None, **kwargs):
+    """Reload a pruned model saved by :func:`save_pretrained`, whatever its per-layer sizes.
+
+    The class named in the config (or ``model_class``) is built from the
+    config on the meta device; every parameter the sidecar lists gets its
+    pruned shape and every listed attribute its pruned value; then the saved
+    weights are loaded strictly.
+    """
+    import transformers
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config = transformers.AutoConfig.from_pretrained(directory)
+    sidecar = directory / SIDECAR
+    spec = json.loads(sidecar.read_text()) if sidecar.exists() else {"shapes": {}, "attributes": {}}
+    if model_class is None:
+        name = spec.get("class") or (config.architectures or [None])[0]
+        model_class = getattr(transformers, name, None) if name else None
+        if model_class is None:
+            raise InputError(f"{directory}: cannot tell the model class; pass model_class=")
+    model = _build(model_class, config)
+    for path, attrs in spec["attributes"].items():
+        module = model.get_submodule(path)
+        for key, value in attrs.items():
+            setattr(module, key, tuple(value) if isinstance(getattr(module, key, None), tuple) else value)
+    state = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        state.update(load_file(file))
+    model = model.to_empty(device="cpu")
+    for name, shape in spec["shapes"].items():
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner)
+        old = getattr(module, attr)
+        new = torch.empty(shape, dtype=old.dtype)
+        if isinstance(old, nn.Parameter):
+            module._parameters[attr] = nn.Parameter(new, requires_grad=old.requires_grad)
+        else:
+            module._buffers[attr] = new
+    if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
+        model.tie_weights()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if k.endswith("lm_head.weight") or "decoder.weight" in k}
+    missing = [k for k in missing if k not in tied and not _is_nonpersistent(model, k)]
+    if missing or unexpected:
+        raise InputError(f"{directory}: saved weights do not match the pruned architecture "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    _reset_nonpersistent(model, model_class, config, kwargs)
+    return model.eval()
+
+
+def _is_nonpersistent(model: nn.Module, key: str) -> bool:
+    owner, _, attr = key.rpartition(".")
+    module = model.get_submodule(owner) if owner else model
+    return attr in getattr(module, "_non_persistent_buffers_set", set())
+
+
+def _reset_nonpersistent(model: nn.Module, model_class, config, kwargs) -> None:
+    """Buffers not saved (rotary ``inv_freq``, position ids) are rebuilt on the CPU.
+
+    Each owner is rebuilt alone when its class takes the config (rotary
+    embeddings do); otherwise the whole class is built once.
+    """
+    owners = [(p, m) for p, m in model.named_modules() if m._non_persistent_buffers_set]
+    reference = None
+    for path, module in owners:
+        try:
+            fresh = type(module)(config)
+        except Exception:
+            if reference is None:
+                reference = model_class(config)
+            fresh = reference.get_submodule(path) if path else reference
+        for attr in module._non_persistent_buffers_set:
+            new = fresh._buffers.get(attr)
+            if new is not None and module._buffers.get(attr) is not None and \
+                    module._buffers[attr].shape == new.shape:
+                module._buffers[attr] = new
