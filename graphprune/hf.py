@@ -138,47 +138,66 @@ def architecture(model) -> dict:
     return {"class": type(model).__name__, "shapes": shapes, "attributes": attributes}
 
 
+WEIGHTS = "graphprune.safetensors"
+
+
 def save_pretrained(model, directory: str | os.PathLike, **kwargs) -> None:
-    """``model.save_pretrained(directory)`` plus the ``graphprune.json`` that :func:`from_pretrained` reads."""
+    """Save a pruned model so that it reloads: in Hugging Face's format when its config fits
+    (``AutoModel*.from_pretrained`` then works), else the config, the module's own state dict
+    (``graphprune.safetensors``) and the ``graphprune.json`` that :func:`from_pretrained` reads."""
+    from safetensors.torch import save_model
+
     if not is_hf_model(model):
         raise InputError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
-    model.save_pretrained(directory, **kwargs)
-    sidecar = Path(directory) / SIDECAR
-    tmp = sidecar.with_suffix(".tmp")
-    tmp.write_text(json.dumps(architecture(model), indent=1))
-    os.replace(tmp, sidecar)
+    directory = Path(directory)
+    spec = architecture(model)
+    if spec["shapes"] or spec["attributes"]:
+        directory.mkdir(parents=True, exist_ok=True)
+        model.config.save_pretrained(directory)
+        if getattr(model, "generation_config", None) is not None and model.can_generate():
+            model.generation_config.save_pretrained(directory)
+        _atomic(directory / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
+    else:
+        model.save_pretrained(directory, **kwargs)
+    _atomic(directory / SIDECAR, lambda tmp: tmp.write_text(json.dumps(spec, indent=1)))
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def from_pretrained(directory: str | os.PathLike, model_class=None, **kwargs):
     """Reload a pruned model saved by :func:`save_pretrained`, whatever its per-layer sizes.
 
-    The class named in the config (or ``model_class``) is built from the
-    config on the meta device; every parameter the sidecar lists gets its
-    pruned shape and every listed attribute its pruned value; then the saved
-    weights are loaded strictly.
+    A directory in Hugging Face's format goes through ``from_pretrained`` of
+    its class. Otherwise the class is built from the config on the meta
+    device; every parameter the sidecar lists gets its pruned shape and
+    every listed attribute its pruned value; then the saved weights load
+    strictly and buffers not saved are rebuilt from the config.
     """
     import transformers
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     directory = Path(directory)
-    config = transformers.AutoConfig.from_pretrained(directory)
     sidecar = directory / SIDECAR
-    spec = json.loads(sidecar.read_text()) if sidecar.exists() else {"shapes": {}, "attributes": {}}
+    spec = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    config = transformers.AutoConfig.from_pretrained(directory)
     if model_class is None:
         name = spec.get("class") or (config.architectures or [None])[0]
         model_class = getattr(transformers, name, None) if name else None
         if model_class is None:
             raise InputError(f"{directory}: cannot tell the model class; pass model_class=")
+    if not (directory / WEIGHTS).exists():
+        return model_class.from_pretrained(directory, **kwargs).eval()
     model = _build(model_class, config)
-    for path, attrs in spec["attributes"].items():
+    for path, attrs in spec.get("attributes", {}).items():
         module = model.get_submodule(path)
         for key, value in attrs.items():
             setattr(module, key, tuple(value) if isinstance(getattr(module, key, None), tuple) else value)
-    state = {}
-    for file in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(file))
     model = model.to_empty(device="cpu")
-    for name, shape in spec["shapes"].items():
+    for name, shape in spec.get("shapes", {}).items():
         owner, _, attr = name.rpartition(".")
         module = model.get_submodule(owner)
         old = getattr(module, attr)
@@ -187,18 +206,15 @@ def from_pretrained(directory: str | os.PathLike, model_class=None, **kwargs):
             module._parameters[attr] = nn.Parameter(new, requires_grad=old.requires_grad)
         else:
             module._buffers[attr] = new
-    if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
+    if hasattr(model, "tie_weights"):
         model.tie_weights()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {k for k in missing if k.endswith("lm_head.weight") or "decoder.weight" in k}
-    missing = [k for k in missing if k not in tied and not _is_nonpersistent(model, k)]
+    missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
+    missing = [k for k in missing if not _is_nonpersistent(model, k)]
     if missing or unexpected:
         raise InputError(f"{directory}: saved weights do not match the pruned architecture "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     _reset_nonpersistent(model, model_class, config, kwargs)
     return model.eval()
-
-
 def _is_nonpersistent(model: nn.Module, key: str) -> bool:
     owner, _, attr = key.rpartition(".")
     module = model.get_submodule(owner) if owner else model

@@ -197,15 +197,15 @@ def without_cache(module: torch.nn.Module):
     the cache is not part of the function being pruned, and the original
     class, when returned, still builds and uses its cache.
     """
-    config = getattr(module, "config", None)
-    flag = getattr(config, "use_cache", None)
-    if flag:
-        config.use_cache = False
+    configs = {id(c): c for m in module.modules() if (c := getattr(m, "config", None)) is not None
+               and getattr(c, "use_cache", None)}  # encoder-decoders keep a copy per stack
+    for c in configs.values():
+        c.use_cache = False
     try:
         yield
     finally:
-        if flag:
-            config.use_cache = flag
+        for c in configs.values():
+            c.use_cache = True
 
 
 def _verify_first_passing(traced: FxModel, emission, reference, checks, tolerance):
