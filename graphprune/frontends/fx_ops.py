@@ -24,7 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fx import Translator, Untranslatable, _fetch, _target_name, build
+from .fx import Binding, Translator, Untranslatable, _fetch, _target_name, build
 
 HANDLERS: dict[str, tuple] = {}
 BIG = np.iinfo(np.int64).max
@@ -170,21 +170,103 @@ def matmul(t, n, c):
     t.emit("MatMul", [c.tensor(), c.tensor(other)])
 
 
+def _add_scaled(t, c, product: str, shape) -> None:
+    """The current output as ``beta·input + alpha·product`` (with beta = 0 torch still
+    broadcasts ``input``, so its axes stay coupled)."""
+    product = _scaled(t, product, c.val("alpha", 1), shape)
+    bias = c.get("input")
+    like = c.get("batch1", c.get("mat"))
+    t.emit("Add", [product, _scaled(t, _operand(t, bias, like), c.val("beta", 1), _shape_of(t, bias))])
+
+
+@op("addmm", "addmm_", params="input mat1 mat2 beta alpha")
+def addmm(t, n, c):
+    """``beta·input + alpha·(mat1 @ mat2)`` is Gemm(mat1, mat2, input): mat2 is ``[in, out]``
+    (Hugging Face's ``Conv1D`` weight), its axis 0 contracted with mat1's axis 1. With beta = 0
+    torch ignores ``input``'s values but still broadcasts it: it stays an input."""
+    inputs = [c.tensor("mat1"), c.tensor("mat2"), _operand(t, c.get("input"), c.get("mat1"))]
+    t.emit("Gemm", inputs, alpha=float(c.val("alpha", 1)), beta=float(c.val("beta", 1)))
+
+
+@op("baddbmm", "baddbmm_", "addmv", "addmv_", params="input batch1 batch2 beta alpha")
+def baddbmm(t, n, c):
+    """``beta·input + alpha·(batch1 @ batch2)``: MatMul, then Mul and Add (addmv: ``mat @ vec``)."""
+    a, b = ("batch1", "batch2") if "batch1" in c.raw else ("mat", "vec")
+    shape = _out_shape(t)
+    product = _temp(t, "product", shape)
+    t.emit("MatMul", [c.tensor(a), c.tensor(b)], product)
+    _add_scaled(t, c, product, shape)
+
+
+@op("addbmm", "addbmm_", params="input batch1 batch2 beta alpha")
+def addbmm(t, n, c):
+    """``beta·input + alpha·Σ_b batch1[b] @ batch2[b]``: MatMul, ReduceSum over the batch, Mul, Add."""
+    shape = _out_shape(t)
+    batched = _temp(t, "batched", (t.shape(c.get("batch1"))[0],) + tuple(shape))
+    t.emit("MatMul", [c.tensor("batch1"), c.tensor("batch2")], batched)
+    product = _temp(t, "product", shape)
+    t.emit("ReduceSum", [batched, t.constant(np.array([0], np.int64))], product, keepdims=0)
+    _add_scaled(t, c, product, shape)
+
+
+@op("embedding", params="input weight padding_idx max_norm norm_type scale_grad_by_freq sparse")
+def embedding(t, n, c):
+    """``weight[indices]`` is Gather(weight, indices, axis=0): the table's width carries through.
+
+    ``padding_idx``, ``scale_grad_by_freq`` and ``sparse`` only change gradients; ``max_norm``
+    renormalises looked-up rows in place (a norm over the width) and is not translated.
+    """
+    if n.target is torch.embedding:  # torch.embedding(weight, input, padding_idx, scale_grad_by_freq, sparse)
+        c = Call(t, n, ["weight", "input", "padding_idx", "scale_grad_by_freq", "sparse"])
+    if c.val("max_norm") is not None:
+        raise Untranslatable("embedding with max_norm renormalises rows")
+    indices = c.get("indices") if "indices" in c.raw else c.get("input")
+    t.emit("Gather", [c.tensor("weight"), t.tensor(indices)], axis=0)
+
+
 @op("einsum", params="equation tensors*")
 def einsum(t, n, c):
     operands = c.get("tensors")
     t.emit("Einsum", [t.tensor(o) for o in operands], equation=c.val("equation").replace(" ", ""))
 
 
+def _repeat_heads(t, x: str, shape, group: int) -> tuple[str, tuple]:
+    """``x.repeat_interleave(group, dim=-3)`` as Reshape ``(H, 1)``, Expand ``(H, group)``, Reshape ``H·group``."""
+    lead, heads, tail = tuple(shape[:-3]), shape[-3], tuple(shape[-2:])
+    one, wide = lead + (heads, 1) + tail, lead + (heads, group) + tail
+    flat = lead + (heads * group,) + tail
+    a, b, out = _temp(t, "heads", one), _temp(t, "repeated", wide), _temp(t, "kv", flat)
+    _reshape(t, x, a, one)
+    t.emit("Expand", [a, t.constant(np.array(wide, np.int64))], b)
+    _reshape(t, b, out, flat)
+    return out, flat
+
+
 @op("scaled_dot_product_attention",
     params="query key value attn_mask dropout_p is_causal scale enable_gqa")
 def sdpa(t, n, c):
-    """softmax(Q·Kᵀ·scale + mask)·V, with the scale frozen to the original head size."""
-    if c.val("is_causal", False) or c.val("enable_gqa", False) or c.val("dropout_p", 0.0):
-        raise Untranslatable("causal, GQA or dropout attention")
+    """softmax(Q·Kᵀ·scale + mask)·V, with the scale frozen to the original head size.
+
+    Arguments are read by value: timm passes ``attn_mask=None`` and ``is_causal=False`` down
+    from the top-level forward as placeholders. ``is_causal`` adds the constant causal mask, a
+    boolean mask selects logits (Where, else −inf), and ``enable_gqa`` repeats each K/V head
+    for its group of query heads (query head ``h`` reads K/V head ``h // group``, torch's
+    ``repeat_interleave``). Dropout applies in every mode: not translated.
+    """
+    if c.val("dropout_p", 0.0):
+        raise Untranslatable("attention dropout")
+    mask = c.get("attn_mask")
+    if not t.is_tensor(mask):
+        if c.val("attn_mask") is not None:
+            raise Untranslatable("attention mask is not a tensor")
+        mask = None
     q, k, v = c.tensor("query"), c.tensor("key"), c.tensor("value")
     qs, ks = t.shape(c.get("query")), t.shape(c.get("key"))
     scale = c.val("scale") or 1.0 / math.sqrt(qs[-1])
+    if c.val("enable_gqa", False) and len(qs) >= 3 and ks[-3] != qs[-3]:
+        group = qs[-3] // ks[-3]
+        k, ks = _repeat_heads(t, k, ks, group)
+        v, _ = _repeat_heads(t, v, t.shape(c.get("value")), group)
     kt = _temp(t, "key_t", ks[:-2] + (ks[-1], ks[-2]))
     t.emit("Transpose", [k], kt, perm=list(range(len(ks) - 2)) + [len(ks) - 1, len(ks) - 2])
     logits_shape = tuple(np.broadcast_shapes(qs[:-2], ks[:-2])) + (qs[-2], ks[-2])
@@ -192,9 +274,17 @@ def sdpa(t, n, c):
     t.emit("MatMul", [q, kt], logits)
     scaled = _temp(t, "scaled", logits_shape)
     t.emit("Mul", [logits, t.constant(np.array(scale, np.float32))], scaled)
-    if c.get("attn_mask") is not None:
+    if c.val("is_causal", False):
+        causal = np.triu(np.full(logits_shape[-2:], -np.inf, np.float32), 1)
+        masked = _temp(t, "causal", logits_shape)
+        t.emit("Add", [scaled, t.constant(causal, "causal_mask")], masked)
+        scaled = masked
+    if mask is not None:
         masked = _temp(t, "masked", logits_shape)
-        t.emit("Add", [scaled, c.tensor("attn_mask")], masked)
+        if t.info(mask).dtype == np.bool_:
+            t.emit("Where", [c.tensor("attn_mask"), scaled, t.constant(np.array(-np.inf, np.float32))], masked)
+        else:
+            t.emit("Add", [scaled, c.tensor("attn_mask")], masked)
         scaled = masked
     probs = _temp(t, "probs", logits_shape)
     t.emit("Softmax", [scaled], probs, axis=-1)
@@ -290,27 +380,126 @@ def unary(t, n, c):
 
 
 BINARY = {"add": "Add", "iadd": "Add", "add_": "Add", "sub": "Sub", "isub": "Sub", "sub_": "Sub",
-          "mul": "Mul", "imul": "Mul", "mul_": "Mul", "div": "Div", "truediv": "Div",
-          "itruediv": "Div", "div_": "Div", "pow": "Pow", "maximum": "Max", "minimum": "Min",
-          "eq": "Equal", "ne": "Equal", "lt": "Less", "gt": "Greater", "le": "LessOrEqual",
-          "ge": "GreaterOrEqual", "logical_and": "And", "logical_or": "Or", "rsub": "Sub"}
+          "rsub": "Sub", "mul": "Mul", "imul": "Mul", "mul_": "Mul", "maximum": "Max", "minimum": "Min",
+          "eq": "Equal", "lt": "Less", "gt": "Greater", "le": "LessOrEqual", "ge": "GreaterOrEqual",
+          "logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}
+
+
+def _operand(t, arg, like=None) -> str:
+    """The IR name of an operand. A number (a literal, or a size the trace computed) becomes a
+    constant of ``like``'s floating dtype when ``like`` is a float tensor, as torch promotes it."""
+    if t.is_tensor(arg):
+        return t.tensor(arg)
+    value = t.value(arg) if isinstance(arg, fx.Node) else arg
+    if isinstance(value, torch.Tensor) or not isinstance(value, (bool, int, float)):
+        raise Untranslatable(f"operand {arg!r} is neither a tensor nor a number")
+    dtype = t.info(like).dtype if t.is_tensor(like) else None
+    if dtype is not None and dtype.kind == "f":
+        return t.constant(np.array(value, dtype))
+    return t.tensor(value)
+
+
+def _shape_of(t, arg) -> tuple:
+    return t.shape(arg) if t.is_tensor(arg) else ()
+
+
+def _scaled(t, x: str, factor, shape) -> str:
+    """``x · factor`` for a Python number (``x`` itself when it is 1)."""
+    if factor in (None, 1):
+        return x
+    out = _temp(t, "scaled", shape)
+    t.emit("Mul", [x, t.constant(np.array(factor, np.float32))], out)
+    return out
+
+
+def _two(t, c, second: str = "other"):
+    """The raw (first, second) operands of a binary call, at least one a tensor."""
+    a, b = c.get("input"), c.get(second, c.get("other"))
+    if not (t.is_tensor(a) or t.is_tensor(b)):
+        raise Untranslatable("no tensor operand")
+    return a, b
 
 
 @op(*BINARY, params="input other alpha")
 def binary(t, n, c):
+    """``a ∘ b`` elementwise; ``add``/``sub`` take ``a ± alpha·b``, ``rsub`` is ``b − alpha·a``."""
     name = _target_name(n)
-    a, b = c.get("input"), c.get("other")
+    a, b = _two(t, c)
     if name == "rsub":
         a, b = b, a
-    if not (t.is_tensor(a) or t.is_tensor(b)):
-        raise Untranslatable("no tensor operand")
-    b_name = t.tensor(b)
-    alpha = c.val("alpha", 1)
-    if alpha not in (None, 1):
-        scaled = _temp(t, "alpha", t.shape(b) if t.is_tensor(b) else ())
-        t.emit("Mul", [b_name, t.constant(np.array(alpha, np.float32))], scaled)
-        b_name = scaled
-    t.emit(BINARY[name], [t.tensor(a), b_name])
+    b_name = _scaled(t, _operand(t, b, a), c.val("alpha", 1), _shape_of(t, b))
+    t.emit(BINARY[name], [_operand(t, a, b), b_name])
+
+
+@op("ne", params="input other")
+def not_equal(t, n, c):
+    """``a != b`` is Not(Equal(a, b))."""
+    a, b = _two(t, c)
+    eq = _temp(t, "equal", _out_shape(t), np.dtype(bool))
+    t.emit("Equal", [_operand(t, a, b), _operand(t, b, a)], eq)
+    t.emit("Not", [eq])
+
+
+@op("pow", "pow_", "ipow", params="input exponent")
+def power(t, n, c):
+    """``base ** exponent`` (the schema calls the second operand ``exponent``)."""
+    a, b = _two(t, c, "exponent")
+    t.emit("Pow", [_operand(t, a, b), _operand(t, b, a)])
+
+
+def _rounded(t, q: str, mode: str) -> None:
+    """The current output as ``floor(q)``, or ``trunc(q) = sign(q)·floor(|q|)`` (ONNX has no Trunc)."""
+    if mode == "floor":
+        t.emit("Floor", [q])
+        return
+    sign, mag, low = (_temp(t, k, _out_shape(t)) for k in ("sign", "abs", "floor"))
+    t.emit("Sign", [q], sign)
+    t.emit("Abs", [q], mag)
+    t.emit("Floor", [mag], low)
+    t.emit("Mul", [sign, low])
+
+
+@op("div", "div_", "truediv", "itruediv", "true_divide", "floor_divide", "floor_divide_", "floordiv",
+    "ifloordiv", params="input other rounding_mode")
+def div(t, n, c):
+    """``a / b``, rounded as ``rounding_mode`` says (``floor_divide`` and ``//`` round to the floor)."""
+    a, b = _two(t, c)
+    mode = "floor" if "floor" in _target_name(n) else c.val("rounding_mode")
+    if mode not in (None, "floor", "trunc"):
+        raise Untranslatable(f"rounding_mode={mode!r}")
+    inputs = [_operand(t, a, b), _operand(t, b, a)]
+    if mode is None:
+        t.emit("Div", inputs)
+        return
+    q = _temp(t, "quotient", _out_shape(t))
+    t.emit("Div", inputs, q)
+    _rounded(t, q, mode)
+
+
+@op("remainder", "remainder_", "mod", "imod", "fmod", "fmod_", params="input other")
+def remainder(t, n, c):
+    """``fmod``: Mod(fmod=1), the sign of ``a``; ``remainder`` and ``%``: ``a − b·floor(a/b)``, the sign of ``b``."""
+    a, b = _two(t, c)
+    a, b = _operand(t, a, b), _operand(t, b, a)
+    if _target_name(n).startswith("fmod"):
+        t.emit("Mod", [a, b], fmod=1)
+        return
+    shape = _out_shape(t)
+    q, low, back = (_temp(t, k, shape) for k in ("quotient", "floor", "multiple"))
+    t.emit("Div", [a, b], q)
+    t.emit("Floor", [q], low)
+    t.emit("Mul", [b, low], back)
+    t.emit("Sub", [a, back])
+
+
+@op("addcmul", "addcmul_", "addcdiv", "addcdiv_", params="input tensor1 tensor2 value")
+def addcmul(t, n, c):
+    """``input + value·t1·t2`` (addcmul) or ``input + value·t1/t2`` (addcdiv)."""
+    t1, t2 = c.get("tensor1"), c.get("tensor2")
+    shape = tuple(np.broadcast_shapes(_shape_of(t, t1), _shape_of(t, t2)))
+    prod = _temp(t, "product", shape)
+    t.emit("Div" if "div" in _target_name(n) else "Mul", [_operand(t, t1, t2), _operand(t, t2, t1)], prod)
+    t.emit("Add", [_operand(t, c.get("input"), t1), _scaled(t, prod, c.val("value", 1), shape)])
 
 
 @op("where", params="condition input other")
@@ -332,9 +521,27 @@ def view(t, n, c):
     key = "size" if "size" in c.raw else "shape"
     node = _reshape(t, c.tensor())
     out = _out_shape(t)
-    for j, raw in enumerate(_list(c.get(key))):
+    sizes = _list(c.get(key))
+    if len(sizes) == 1 and isinstance(sizes[0], fx.Node):  # view(size_out), a size built at run time
+        _bind_appended_sizes(t, node, sizes[0], out)
+        return
+    for j, raw in enumerate(sizes):
         if raw != -1 and j < len(out):
             t.bind(node, 1, j, c.path(key, j), out[j])
+
+
+def _bind_appended_sizes(t, node, size: fx.Node, out) -> None:
+    """``x.size()[:-1] + (self.nf,)`` (Hugging Face's Conv1D): the literals appended to a run-time
+    size are bound in the ``add`` that builds it."""
+    if size.target is not operator.add or len(size.args) != 2 or not isinstance(size.args[1], tuple):
+        return
+    head = t.value(size.args[0])
+    if not isinstance(head, (tuple, list)):
+        return
+    for k, item in enumerate(size.args[1]):
+        j = len(head) + k
+        if isinstance(item, int) and item != -1 and j < len(out):
+            t.model.bindings.append(Binding(node, 1, j, size, ("args", 1, k), int(out[j])))
 
 
 @op("unflatten", params="input dim sizes")
@@ -456,6 +663,28 @@ def _resize_split_later(t, n, c, node, key, axis):
     t.model.fixups.append(rewrite)
 
 
+@op("meshgrid", params="tensors* indexing")
+def meshgrid(t, n, c):
+    """Output k is input k (1-D, or a scalar) along axis k, expanded to the grid: Reshape, Expand.
+
+    ``indexing="xy"`` swaps the first two axes of the grid.
+    """
+    tensors = c.get("tensors")
+    grid = t.info(n)[0].shape
+    axes = list(range(len(tensors)))
+    if c.val("indexing", "ij") == "xy" and len(axes) > 1:
+        axes[0], axes[1] = 1, 0
+    for k, (x, axis) in enumerate(zip(tensors, axes)):
+        if len(t.shape(x)) > 1:
+            raise Untranslatable("meshgrid of a tensor with several axes")
+        line = [1] * len(grid)
+        line[axis] = grid[axis]
+        piece = _temp(t, f"line{k}", line)
+        _reshape(t, t.tensor(x), piece, line)
+        t.set_shape(t.output(str(k)), grid)
+        t.emit("Expand", [piece, t.constant(np.array(grid, np.int64))], t.output(str(k)))
+
+
 @op("unbind", params="input dim")
 def unbind(t, n, c):
     x_raw = c.get("input")
@@ -571,6 +800,8 @@ def index(t, n, c):
     present = [i for i, x in enumerate(indices) if x is not None]
     if len(present) != 1:
         raise Untranslatable("advanced indexing with several index tensors")
+    if not _is_index(t, indices[present[0]]):
+        raise Untranslatable("indexing by a boolean mask")
     t.emit("Gather", [c.tensor(), t.tensor(indices[present[0]])], axis=present[0])
 
 
@@ -637,8 +868,16 @@ def getitem(t, n, c):
     _tensor_index(t, n, c)
 
 
+def _is_index(t, arg) -> bool:
+    """An integer index tensor (a boolean one is a mask: it selects, it does not gather)."""
+    info = t.info(arg) if t.is_tensor(arg) else None
+    return info is not None and info.dtype is not None and info.dtype.kind in "iu"
+
+
 def _tensor_index(t, n, c):
-    """``x[...]`` as a chain of Slice / Gather / Reshape (for ``None``) along the current axis."""
+    """``x[...]`` as a chain of Slice / Gather / Reshape (for ``None``) along the current axis;
+    an integer index tensor of any rank is a Gather whose axes replace the one it indexes
+    (``attention_biases[:, idx]``, idx ``[N, N]``: ``[heads, N] -> [heads, N, N]``)."""
     raw = c.get("index")
     items = list(raw) if isinstance(raw, tuple) else [raw]
     base = c.path("index")
@@ -654,8 +893,8 @@ def _tensor_index(t, n, c):
             kinds.append("slice")
         elif isinstance(value, int):
             kinds.append("int")
-        elif t.is_tensor(item) and len(t.shape(item)) == 1:
-            kinds.append("tensor")
+        elif _is_index(t, item):
+            kinds.append("tensor")  # an index tensor of any rank: its axes replace the one it indexes
         else:
             raise Untranslatable(f"index {value!r}")
     if "tensor" in kinds and ("int" in kinds or kinds.count("tensor") > 1):
@@ -678,9 +917,9 @@ def _tensor_index(t, n, c):
             del shape[pos]
             ops.append(("int", pos, value, path, list(shape)))
         else:
-            shape[pos] = t.shape(item)[0]
+            shape[pos:pos + 1] = t.shape(item)
             ops.append(("tensor", pos, item, path, list(shape)))
-            pos += 1
+            pos += len(t.shape(item))
     if not ops:
         t.emit("Identity", [cur])
         return
@@ -714,6 +953,44 @@ def reduce(t, n, c):
         t.emit(name, [c.tensor(), t.constant(np.array(axes, np.int64))], keepdims=keep)
     else:
         t.emit(name, [c.tensor()], axes=axes, keepdims=keep)
+
+
+@op("var", "std", "var_mean", "std_mean", params="input dim unbiased keepdim")
+def variance(t, n, c):
+    """``var = mean((x − mean(x))²) · N/(N − correction)`` over ``dim`` (N elements), ``std = √var``.
+
+    ONNX has no Var: ReduceMean, Sub, Mul, ReduceMean, Mul (and Sqrt). ``var_mean`` and
+    ``std_mean`` also return the mean. ``correction`` defaults to 1 (``unbiased=True``).
+    """
+    name = _target_name(n)
+    shape = t.shape(c.get("input"))
+    dims, unbiased = c.val("dim"), c.val("unbiased", True)
+    if isinstance(dims, bool):  # torch.var(x, unbiased)
+        dims, unbiased = None, dims
+    axes = list(range(len(shape))) if dims in (None, []) else sorted({d % len(shape) for d in _ints(dims)})
+    correction = c.val("correction")
+    correction = (1 if unbiased in (None, True) else 0) if correction is None else correction
+    count = math.prod(shape[a] for a in axes)
+    if count <= correction:
+        raise Untranslatable(f"{count} elements with correction {correction}")
+    keep = int(bool(c.val("keepdim", False)))
+    x = c.tensor()
+    kept = tuple(1 if a in axes else s for a, s in enumerate(shape))
+    out = tuple(s for a, s in enumerate(kept) if keep or a not in axes)
+    mean, diff, square, spread = (_temp(t, k, sh) for k, sh in (
+        ("mean", kept), ("centred", shape), ("squared", shape), ("spread", out)))
+    t.emit("ReduceMean", [x], mean, axes=axes, keepdims=1)
+    t.emit("Sub", [x, mean], diff)
+    t.emit("Mul", [diff, diff], square)
+    t.emit("ReduceMean", [square], spread, axes=axes, keepdims=keep)
+    var = _scaled(t, spread, count / (count - correction), out)
+    pair = name.endswith("_mean")
+    result = t.output("0") if pair else t.output()
+    t.emit("Sqrt" if name.startswith("std") else "Identity", [var], result)
+    if pair:
+        for k in ("0", "1"):
+            t.set_shape(t.output(k), out)
+        t.emit("ReduceMean", [x], t.output("1"), axes=axes, keepdims=keep)
 
 
 @op("linalg_vector_norm", "norm", params="input ord dim keepdim")
@@ -809,6 +1086,8 @@ def _module(t: Translator, n: fx.Node, m: nn.Module) -> None:
         node = t.emit("LayerNormalization", inputs, axis=-len(m.normalized_shape), epsilon=float(m.eps))
         node.attrs["normalized_shape"] = list(m.normalized_shape)
     elif isinstance(m, nn.Embedding):
+        if m.max_norm is not None:
+            raise Untranslatable("embedding with max_norm renormalises rows")
         t.emit("Gather", [_param(t, n, "weight"), x], axis=0)
     elif isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)):
         if m.training and not isinstance(m, nn.Identity):
@@ -849,6 +1128,8 @@ MODULE_UNARY = {k: v for k, v in MODULE_UNARY.items() if v}
 # -- dispatch --------------------------------------------------------------------------
 
 def handler_for(t: Translator, n: fx.Node):
+    if n.name in t.rec.static and isinstance(t.info(n), list):
+        return _static_tuple
     if n.op == "call_module":
         m = t.gm.get_submodule(n.target)
         return lambda t_, n_: _module(t_, n_, m)
@@ -860,6 +1141,11 @@ def handler_for(t: Translator, n: fx.Node):
         return None
     fn, params = entry
     return lambda t_, n_: fn(t_, n_, Call(t_, n_, params))
+
+
+def _static_tuple(t: Translator, n: fx.Node) -> None:
+    """A tuple computed at trace time from sizes (a ``meshgrid`` of ``arange``s) needs no IR:
+    whatever reads its elements is computed at trace time too and folded into a constant."""
 
 
 def _pack(t: Translator, n: fx.Node) -> None:

@@ -1113,3 +1113,488 @@ def test_pruned_module_trains_and_state_dict_round_trips(name):
     pruned.eval()
     with torch.no_grad():
         assert torch.isfinite(pruned(*_inputs(x))).all()
+
+
+# -- ops of transformers and timm: the IR computes what torch computes ----------------------------
+
+class Exported(nn.Module):
+    """``inner`` behind a branch on a size: symbolic tracing fails, torch.export traces its ATen ops."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if x.shape[0] > 0:
+            return self.inner(x)
+        return self.inner(x) * 0
+
+
+TRACERS = ["symbolic_trace", "torch.export"]
+
+
+def traced(model: nn.Module, tracer: str) -> tuple[nn.Module, str]:
+    """The module to prune for ``tracer`` and the prefix of its parameter names."""
+    return (model, "") if tracer == "symbolic_trace" else (Exported(model), "inner.")
+
+
+def ir_outputs(model: nn.Module, *xs):
+    """Trace ``model`` and run the IR it translates into with ONNX's reference evaluator."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    from graphprune.emit.onnx import _node_proto
+    from graphprune.frontends.fx import trace
+
+    fxm = trace(model.eval(), xs)
+    g = fxm.graph
+    assert fxm.untranslated == [], fxm.untranslated
+    used = {i for n in g.nodes for i in n.inputs}
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in g.constants.items() if k in used]
+    ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(x.numpy().dtype), None)
+           for k, x in zip(g.inputs, xs)]
+    outs = [helper.make_tensor_value_info(o, 0, None) for o in g.outputs]
+    onnx_model = helper.make_model(helper.make_graph([_node_proto(n) for n in g.nodes], "ir", ins, outs, inits),
+                                   opset_imports=[helper.make_opsetid("", 17)])
+    return fxm, ReferenceEvaluator(onnx_model).run(None, {k: x.numpy() for k, x in zip(g.inputs, xs)})
+
+
+class Fn(nn.Module):
+    """``fn(self, x)`` as a module (parameters and buffers set up by ``setup(self)``)."""
+
+    def __init__(self, fn, setup=None):
+        super().__init__()
+        self.fn = fn
+        if setup:
+            setup(self)
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def _params(**shapes):
+    def setup(m):
+        for name, shape in shapes.items():
+            m.register_parameter(name, nn.Parameter(torch.randn(*shape)))
+    return setup
+
+
+def _grid_sum(grids):
+    return grids[0] * 2 + grids[1]
+
+
+def _embedding(m):
+    m.w = nn.Parameter(torch.randn(10, 3))
+    m.register_buffer("ids", torch.randint(0, 10, (2, 4)))
+
+
+def _attn_bias(m):
+    m.bias = nn.Parameter(torch.randn(2, 5))
+    m.register_buffer("idx", torch.randint(0, 5, (4, 4)))
+
+
+SEMANTICS = {
+    "pow": (lambda m, x: x ** 2 + torch.pow(x, 3) + x.abs().pow(x) + 2 ** x + torch.pow(2.0, x.tanh()), None),
+    "division": (lambda m, x: torch.div(x, 0.3, rounding_mode="floor") + torch.div(x, -0.3, rounding_mode="trunc")
+                 + torch.floor_divide(x, 0.7) + x.div(x.abs() + 1, rounding_mode=None) / 3, None),
+    "remainder": (lambda m, x: torch.remainder(x, 0.7) + torch.fmod(x, 0.7) + x % -0.6
+                  + torch.remainder(x, x.abs() + 0.5), None),
+    "alpha": (lambda m, x: torch.sub(x, x.sin(), alpha=0.5) + torch.rsub(x, 1.0, alpha=2.0)
+              + torch.add(x, x.cos(), alpha=3) + torch.where(x != 0.5, x, 0.0), None),
+    "var_std": (lambda m, x: x.var(-1, keepdim=True) + torch.std(x, dim=(1, 2), keepdim=True)
+                + torch.var(x, 1, False, True) + x.var(dim=-1, correction=0, keepdim=True)
+                + torch.var_mean(x, dim=-1, correction=2)[0].unsqueeze(-1)
+                + torch.std_mean(x, dim=1)[1].unsqueeze(1) + x.std(), None),  # (export fails std_mean keepdim)
+    "addcmul": (lambda m, x: torch.addcmul(x, x, x.sin(), value=0.5) + torch.addcdiv(x, x, x.abs() + 1, value=-2.0)
+                + x.addcmul(m.w, x), _params(w=(6,))),
+    "addmm": (lambda m, x: torch.addmm(m.b, x[0], m.w, beta=0.5, alpha=2.0) + torch.addmm(m.b, x[1], m.w)
+              + torch.addmm(m.b, x[0], m.w, beta=0), _params(w=(6, 3), b=(3,))),
+    "baddbmm": (lambda m, x: torch.baddbmm(m.b, x, m.w, beta=0.5, alpha=-1.5).sum(0)
+                + torch.addbmm(m.b[0], x, m.w, alpha=2.0)
+                + torch.addmv(m.b[0, 0], x[0], m.w[0, :, 0], beta=3).unsqueeze(-1),
+                _params(w=(2, 6, 3), b=(4, 3))),
+    "embedding": (lambda m, x: F.embedding(m.ids, m.w, padding_idx=0) + torch.embedding(m.w, m.ids.flip(0))
+                  + x[..., :3], _embedding),
+    "meshgrid": (lambda m, x: _grid_sum(torch.meshgrid(x[0, 0], x[1, :, 1], indexing="ij"))
+                 + _grid_sum(torch.meshgrid(x[0, 0, :4], x[1, 1, :2], indexing="xy")).sum(), None),
+    "index_buffer": (lambda m, x: m.bias[:, m.idx] + m.bias[:, m.idx[0]].sum(), _attn_bias),
+}
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+@pytest.mark.parametrize("name", list(SEMANTICS))
+def test_translation_computes_what_torch_computes(name, tracer):
+    """The IR of each op family, run by ONNX's reference evaluator, is the torch result."""
+    torch.manual_seed(0)
+    fn, setup = SEMANTICS[name]
+    model, _ = traced(Fn(fn, setup), tracer)
+    x = torch.randn(2, 4, 6)
+    fxm, (got,) = ir_outputs(model, x)
+    assert fxm.tracer == tracer
+    with torch.no_grad():
+        want = model(x)
+    assert got.shape == tuple(want.shape)
+    torch.testing.assert_close(torch.as_tensor(got, dtype=want.dtype), want, rtol=1e-5, atol=1e-5)
+
+
+class SDPA(nn.Module):
+    """``softmax(q·kᵀ/√d + mask)·v`` through F.scaled_dot_product_attention, timm's way: ``attn_mask``
+    and ``is_causal`` are arguments of ``forward`` (placeholders holding None/False when not given)."""
+
+    def __init__(self, heads=4, kv_heads=4, causal=False, bool_mask=False, dim=16):
+        super().__init__()
+        self.heads, self.kv_heads, self.causal, self.bool_mask = heads, kv_heads, causal, bool_mask
+        self.head_dim = dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * self.head_dim * kv_heads)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = nn.Dropout(0.1)
+        self.register_buffer("mask", torch.ones(5, 5, dtype=torch.bool).tril())
+
+    def forward(self, x, attn_mask=None, is_causal=False):
+        B, N, C = x.shape
+        q = self.q(x).view(B, N, self.heads, -1).transpose(1, 2)
+        k, v = self.kv(x).view(B, N, 2, self.kv_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.bool_mask:
+            attn_mask = self.mask  # for N = 5
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.,
+            is_causal=self.causal or is_causal, enable_gqa=self.kv_heads != self.heads)
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+
+SDPA_CASES = {"timm_placeholders": {}, "causal": {"causal": True}, "bool_mask": {"bool_mask": True},
+              "gqa": {"kv_heads": 2}}
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+@pytest.mark.parametrize("case", list(SDPA_CASES))
+def test_sdpa_masks_and_gqa_prune_whole_heads(case, tracer):
+    torch.manual_seed(0)
+    m, x = SDPA(**SDPA_CASES[case]).eval(), torch.randn(2, 5, 16)
+    model, p = traced(m, tracer)
+    fxm, (got,) = ir_outputs(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.as_tensor(got), m(x), rtol=1e-5, atol=1e-5)
+    result, original = prune(model, x)
+    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["untranslated_calls"] == []
+    q_heads, _ = _heads_and_dims(kept(result, p + "q.weight", 0), 4)
+    kv = kept(result, p + "kv.weight", 0)
+    kv_heads = sorted({i // 4 for i in kv if i < 4 * m.kv_heads})
+    assert len(kv_heads) == m.kv_heads // 2
+    group = 4 // m.kv_heads  # query head h reads K/V head h // group
+    assert q_heads == [h for kv_head in kv_heads for h in range(kv_head * group, (kv_head + 1) * group)]
+    assert kept(result, p + "proj.weight", 1) == kept(result, p + "q.weight", 0)
+    reference = zeroed(original, result, {p + "proj.weight": 1})
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+class DroppingSDPA(SDPA):
+    def forward(self, x):
+        q = self.q(x).view(2, 5, 4, 4).transpose(1, 2)
+        k, v = self.kv(x).view(2, 5, 2, 4, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
+        return self.proj(out.transpose(1, 2).reshape(2, 5, 16))
+
+
+def test_sdpa_dropout_stays_opaque():
+    """F.scaled_dot_product_attention drops out whatever the module's mode: not a translation."""
+    from graphprune.frontends.fx import trace
+
+    fxm = trace(DroppingSDPA().eval(), (torch.randn(2, 5, 16),))
+    assert any("attention dropout" in s for s in fxm.untranslated), fxm.untranslated
+
+
+# -- ops of transformers and timm: pruned through ------------------------------------------------
+
+class TableNet(nn.Module):
+    """``F.embedding`` on a table the module owns (``aten.embedding`` on the export path)."""
+
+    def __init__(self, max_norm=None):
+        super().__init__()
+        self.max_norm = max_norm
+        self.table = nn.Parameter(torch.randn(10, 16))
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, ids):
+        return self.fc(F.embedding(ids, self.table, padding_idx=0, max_norm=self.max_norm).relu())
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_functional_and_aten_embedding_prune_the_table_width(tracer):
+    torch.manual_seed(0)
+    model, p = traced(TableNet(), tracer)
+    ids = torch.randint(0, 10, (2, 5))
+    result, original = prune(model, ids)
+    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["untranslated_calls"] == []
+    assert set(result.report["initializers"][p + "table"]) == {"1"}  # the vocabulary stays
+    assert kept(result, p + "table", 1) == kept(result, p + "fc.weight", 1)
+    reference = zeroed(original, result, {p + "fc.weight": 1})
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(ids), reference(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_with_max_norm_stays_pinned():
+    """``max_norm`` renormalises each looked-up row (a norm over the width): not a Gather."""
+    torch.manual_seed(0)
+    for m in (TableNet(max_norm=1.0), nn.Sequential(nn.Embedding(10, 16, max_norm=1.0), nn.Linear(16, 4))):
+        result = graphprune.prune(m.eval(), 0.5, example_inputs=torch.randint(0, 10, (2, 5)))
+        assert any("max_norm" in s for s in result.report["torch"]["untranslated_calls"])
+        assert not any(k in result.report["initializers"] for k in ("table", "0.weight"))
+
+
+class Arithmetic(nn.Module):
+    """Every spelling of pow, rounded division and remainder between two conv branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        y = a ** 2 + torch.pow(b, 3) + a.abs().pow(b.sigmoid()) + 2 ** a.tanh()
+        y = y + torch.div(a, b.abs() + 1, rounding_mode="floor") + torch.div(a, 0.3, rounding_mode="trunc")
+        y = y + torch.floor_divide(b, 0.7) + torch.remainder(a, 0.7) + torch.fmod(b, 0.5) + b % 0.3
+        y = y + torch.sub(a, b, alpha=0.5) + torch.rsub(b, 1.0, alpha=2.0)
+        return self.out(y)
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_pow_division_and_remainder_couple_their_operands(tracer):
+    torch.manual_seed(0)
+    model, p = traced(Arithmetic(), tracer)
+    x = torch.randn(1, 3, 4, 4)
+    result, original = prune(model, x)
+    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["untranslated_calls"] == []
+    keep = kept(result, p + "a.weight", 0)
+    assert len(keep) == 4 and kept(result, p + "b.weight", 0) == keep == kept(result, p + "out.weight", 1)
+    reference = zeroed(original, result, {p + "out.weight": 1})
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_rounded_division_is_not_a_plain_div():
+    """floor and trunc division round after the Div; ``rounding_mode`` is never dropped."""
+    from graphprune.frontends.fx import trace
+
+    for mode, ops in (("floor", ["Div", "Floor"]), ("trunc", ["Div", "Sign", "Abs", "Floor", "Mul"]),
+                      (None, ["Div"])):
+        fxm = trace(Fn(lambda m, x, mode=mode: torch.div(x, 0.3, rounding_mode=mode)), (torch.randn(3),))
+        assert [n.op for n in fxm.graph.nodes] == ops, mode
+
+
+class Conv1D(nn.Module):
+    """Hugging Face's ``Conv1D`` (GPT-2): weight ``[in, out]``, ``addmm(bias, x.view(-1, in), weight)``."""
+
+    def __init__(self, nf, nx, beta=1.0, alpha=1.0):
+        super().__init__()
+        self.nf, self.beta, self.alpha = nf, beta, alpha
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.2)
+        self.bias = nn.Parameter(torch.randn(nf))
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.nf,)
+        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight, beta=self.beta, alpha=self.alpha)
+        return x.view(size_out)
+
+
+class Conv1DMLP(nn.Module):
+    def __init__(self, beta=1.0, alpha=1.0):
+        super().__init__()
+        self.c_fc, self.c_proj = Conv1D(24, 8, beta, alpha), Conv1D(8, 24, beta, alpha)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+@pytest.mark.parametrize("beta, alpha", [(1.0, 1.0), (0.5, 2.0), (0.0, -1.0)])
+def test_addmm_conv1d_prunes_weight_columns_and_rows(beta, alpha, tracer):
+    torch.manual_seed(0)
+    model, p = traced(Conv1DMLP(beta, alpha), tracer)
+    x = torch.randn(2, 3, 8)
+    result, original = prune(model, x)
+    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["untranslated_calls"] == []
+    inits = result.report["initializers"]
+    keep = kept(result, p + "c_fc.weight", 1)  # out = axis 1 of a Conv1D weight
+    assert len(keep) == 12 and set(inits[p + "c_fc.weight"]) == {"1"}
+    assert kept(result, p + "c_fc.bias", 0) == keep == kept(result, p + "c_proj.weight", 0)  # in = axis 0
+    assert set(inits[p + "c_proj.weight"]) == {"0"} and p + "c_proj.bias" not in inits
+    reference = zeroed(original, result, {p + "c_proj.weight": 0})
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+class Batched(nn.Module):
+    """``baddbmm`` / ``addbmm`` of a projected input with per-batch weights, then a linear."""
+
+    def __init__(self, reduce_batch=False):
+        super().__init__()
+        self.reduce_batch = reduce_batch
+        self.fc1 = nn.Linear(6, 16)
+        self.w = nn.Parameter(torch.randn(2, 16, 8) * 0.3)
+        self.bias = nn.Parameter(torch.randn(8))
+        self.fc2 = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x))
+        if self.reduce_batch:
+            y = torch.addbmm(self.bias, h, self.w, beta=0.5, alpha=2.0)
+        else:
+            y = torch.baddbmm(self.bias, h, self.w, beta=0.5, alpha=2.0)
+        return self.fc2(y)
+
+
+@pytest.mark.parametrize("reduce_batch", [False, True], ids=["baddbmm", "addbmm"])
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_baddbmm_and_addbmm_prune_both_sides(tracer, reduce_batch):
+    torch.manual_seed(0)
+    model, p = traced(Batched(reduce_batch), tracer)
+    x = torch.randn(2, 3, 6)
+    result, original = prune(model, x)
+    assert result.report["torch"]["untranslated_calls"] == []
+    assert kept(result, p + "fc1.weight", 0) == kept(result, p + "w", 1)  # contracted by the bmm
+    assert kept(result, p + "w", 2) == kept(result, p + "bias", 0) == kept(result, p + "fc2.weight", 1)
+    reference = zeroed(original, result, {p + "w": 1, p + "fc2.weight": 1})
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+class Spread(nn.Module):
+    """Per-channel statistics over the spatial axes (var, std, var_mean with a correction)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        a = self.c1(x)
+        v, mu = torch.var_mean(a, dim=(2, 3), correction=2, keepdim=True)
+        s = a.std(dim=(2, 3), keepdim=True) + torch.var(a, (2, 3), False, True)
+        return self.c2((a - mu) / torch.sqrt(v + 1e-3) * s)
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_var_and_std_over_positions_keep_channels_prunable(tracer):
+    torch.manual_seed(0)
+    model, p = traced(Spread(), tracer)
+    x = torch.randn(2, 3, 4, 4)
+    result, original = prune(model, x)
+    assert result.report["torch"]["untranslated_calls"] == []
+    assert len(kept(result, p + "c1.weight", 0)) == 4
+    assert kept(result, p + "c1.weight", 0) == kept(result, p + "c2.weight", 1)
+    reference = zeroed(original, result, {p + "c2.weight": 1})
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+class ScaleShift(nn.Module):
+    """``addcmul`` / ``addcdiv`` with per-channel parameters ``[C, 1, 1]`` (ConvNeXt-V2's GRN tail)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+        self.weight = nn.Parameter(torch.randn(8, 1, 1))
+        self.bias = nn.Parameter(torch.randn(8, 1, 1))
+
+    def forward(self, x):
+        a = self.c1(x)
+        y = torch.addcmul(self.bias, self.weight, a, value=0.5)
+        return self.c2(y.addcdiv(a, self.weight.abs() + 1, value=-2.0))
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_addcmul_and_addcdiv_slice_their_parameters(tracer):
+    torch.manual_seed(0)
+    model, p = traced(ScaleShift(), tracer)
+    x = torch.randn(1, 3, 4, 4)
+    result, original = prune(model, x)
+    assert result.report["torch"]["untranslated_calls"] == []
+    keep = kept(result, p + "c1.weight", 0)
+    assert kept(result, p + "weight", 0) == kept(result, p + "bias", 0) == keep == kept(result, p + "c2.weight", 1)
+    reference = zeroed(original, result, {p + "c2.weight": 1})
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+class GridBias(nn.Module):
+    """A position bias from ``meshgrid`` of ``arange``s of the sizes (Swin-style): trace-time constants."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        a = self.c1(x)
+        grid = torch.meshgrid(torch.arange(a.shape[2]), torch.arange(a.shape[3]), indexing="ij")
+        return self.c2(a + (grid[0] - grid[1]).float() * 0.1)
+
+
+def test_static_meshgrid_is_folded():
+    torch.manual_seed(0)
+    m, x = GridBias().eval(), torch.randn(1, 3, 4, 5)
+    result, original = prune(m, x)
+    assert result.report["torch"]["tracer"] == "symbolic_trace"
+    assert result.report["torch"]["untranslated_calls"] == []
+    assert kept(result, "c1.weight", 0) == kept(result, "c2.weight", 1)
+
+
+class BiasedAttention(nn.Module):
+    """LeViT's attention bias: a parameter ``[heads, P]`` gathered by an index buffer ``[N, N]``."""
+
+    def __init__(self, heads=4, dim=16, tokens=6):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attention_biases = nn.Parameter(torch.randn(heads, 4))
+        self.register_buffer("attention_bias_idxs", torch.randint(0, 4, (tokens, tokens)))
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn = q @ k.transpose(-2, -1) * 0.5 + self.attention_biases[:, self.attention_bias_idxs]
+        return self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(B, N, C))
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_attention_bias_gathered_by_an_index_buffer_follows_the_heads(tracer):
+    torch.manual_seed(0)
+    model, p = traced(BiasedAttention(), tracer)
+    x = torch.randn(2, 6, 16)
+    result, original = prune(model, x)
+    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["untranslated_calls"] == []
+    qkv = kept(result, p + "qkv.weight", 0)
+    q_heads, dims = _heads_and_dims([i for i in qkv if i < 16], 4)
+    assert len(q_heads) == 2 and dims == list(range(4))
+    assert kept(result, p + "attention_biases", 0) == q_heads
+    assert set(result.report["initializers"][p + "attention_biases"]) == {"0"}
+    reference = zeroed(original, result, {p + "proj.weight": 1})
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+class MaskIndex(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 1), nn.Conv2d(5, 4, 1)
+        self.register_buffer("mask", torch.tensor([1, 0, 1, 1, 0, 1, 0, 1], dtype=torch.bool))
+
+    def forward(self, x):
+        return self.c2(self.c1(x)[:, self.mask])
+
+
+def test_boolean_mask_index_is_not_a_gather():
+    """``x[:, mask]`` selects channels by a mask: pinned, never gathered by the mask's 0/1 values."""
+    torch.manual_seed(0)
+    m, x = MaskIndex().eval(), torch.randn(1, 3, 4, 4)
+    result = graphprune.prune(m, 0.5, example_inputs=x)
+    assert result.report["torch"]["untranslated_calls"]
+    assert "c1.weight" not in result.report["initializers"]
