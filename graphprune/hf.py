@@ -141,6 +141,28 @@ def architecture(model) -> dict:
 WEIGHTS = "graphprune.safetensors"
 
 
+def sync_attributes(model) -> list:
+    """Set int attributes that differ from a fresh build of the (fitted) config to the fresh value.
+
+    Modules keep sizes they never read again (Qwen3's ``mlp.intermediate_size``);
+    a fitted config makes the fresh value the right one. Returns undo callables
+    (the caller keeps the change only if the outputs are unchanged).
+    """
+    spec = architecture(model)
+    if spec["shapes"]:
+        return []
+    fresh = _attributes(_build(type(model), model.config))
+    undo = []
+    for path, attrs in spec["attributes"].items():
+        module = model.get_submodule(path)
+        for key in attrs:
+            if key in fresh.get(path, {}):
+                old = getattr(module, key)
+                setattr(module, key, fresh[path][key])
+                undo.append(lambda m=module, k=key, v=old: setattr(m, k, v))
+    return undo
+
+
 def save_pretrained(model, directory: str | os.PathLike, **kwargs) -> None:
     """Save a pruned model so that it reloads: in Hugging Face's format when its config fits
     (``AutoModel*.from_pretrained`` then works), else the config, the module's own state dict

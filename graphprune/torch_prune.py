@@ -26,7 +26,7 @@ from .channels import analyse
 from .emit.torch import emit_torch, repair_attributes, stale_attributes
 from .errors import InputError, VerificationError
 from .frontends.fx import FxModel, trace
-from .hf import fit_config, is_hf_model, rebuilt_buffers_agree
+from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes
 from .importance import CRITERIA, TORCH_CRITERIA, importance
 from .metrics import total_macs
 from .plan_io import plan_from_kept, read_plan
@@ -105,14 +105,16 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             else:
                 scores = importance(analysis, criterion)
             plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio)
-        reference, checks, noise = None, [tuple(inputs)], 0.0
+        reference, checks, noise, uncovered = None, [tuple(inputs)], 0.0, []
         if verify:
-            reference, checks = reference_outputs(traced, plan, check_inputs(inputs))
+            reference, checks, uncovered = reference_outputs(traced, plan, check_inputs(inputs))
             noise = noise_floor(traced, plan, checks[:1], reference[:1])
         tolerance = max(tolerance, NOISE_MARGIN * noise)
         emission = emit_torch(traced, plan)
         approx = next((analysis.groups[g].approximate for g in plan.removed
                        if plan.removed[g].any() and analysis.groups[g].approximate), None)
+        if approx is not None and verify and not uncovered:
+            approx = None  # every statistic over a pruned axis was taken over kept channels: exact
         repaired = []
         try:
             if verify and approx is None:  # the oracle itself decides whether the original class still works
@@ -169,6 +171,11 @@ def _fit_hf_config(module, plan, inputs) -> dict:
         before = _forward(module, inputs)
         fits, edits = fit_config(module, changed)
         same = fits and _same_outputs(before, _forward(module, inputs)) and rebuilt_buffers_agree(module)
+        if same:
+            undo = sync_attributes(module)
+            if undo and not _same_outputs(before, _forward(module, inputs)):
+                for step in reversed(undo):
+                    step()
     if not same:
         for key, (old, _) in edits.items():
             setattr(module.config, key, old)

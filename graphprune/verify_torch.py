@@ -4,7 +4,9 @@ The reference is the *original* traced graph run by an interpreter that zeroes
 every removed channel where it is consumed (``torch.where(mask, x, 0)`` on
 the contracted input of each Conv/Linear/MatMul), exactly as the ONNX oracle
 does with ``Where`` nodes. It must be computed before the module is sliced.
-The pruned model must reproduce it on the same inputs.
+The pruned model must reproduce it on the same inputs. Statistics of the
+norms over a pruned axis are taken over kept channels (:mod:`.masked_norms`),
+so hidden-size prunes are checked exactly too.
 """
 
 from __future__ import annotations
@@ -14,18 +16,29 @@ import torch.fx as fx
 from torch.utils import _pytree as pytree
 
 from .frontends.fx import FxModel, dynamic_axes
+from .masked_norms import evaluate, norm_masks
 from .verify import Verification
 
 
 class MaskedInterpreter(fx.Interpreter):
-    """Runs a GraphModule with some call inputs masked along one axis."""
+    """Runs a GraphModule with some call inputs masked along one axis, and some
+    normalisation statistics taken over kept channels only (:mod:`.masked_norms`)."""
 
-    def __init__(self, gm: fx.GraphModule, masks: dict[str, list]):
+    def __init__(self, gm: fx.GraphModule, masks: dict[str, list], norms: dict | None = None):
         super().__init__(gm)
         self.masks = masks
+        self.norms = norms or {}
+        self.unhandled: set[str] = set()  # statistics met in a form masked_norms does not evaluate
         self.by_name = {n.name: n for n in gm.graph.nodes}
 
     def run_node(self, n):
+        if n.name in self.norms:
+            with self._set_current_node(n):
+                args, kwargs = self.fetch_args_kwargs_from_env(n)
+                value = evaluate(self.module, n, args, kwargs, *self.norms[n.name])
+            if value is not None:
+                return value
+            self.unhandled.add(n.name)
         masks = self.masks.get(n.name)
         if not masks:
             return super().run_node(n)
@@ -38,6 +51,13 @@ class MaskedInterpreter(fx.Interpreter):
                 masked = torch.where(keep.view(shape), value, torch.zeros((), dtype=value.dtype))
                 args, kwargs = pytree.tree_map(lambda a, v=value, m=masked: m if a is v else a, (args, kwargs))
             return getattr(self, n.op)(n.target, args, kwargs)
+
+
+def oracle(model: FxModel, plan, gm: fx.GraphModule | None = None) -> tuple[MaskedInterpreter, list[str]]:
+    """The oracle's interpreter over ``gm`` (the traced graph by default) and the statistics it
+    cannot take over kept channels (non-empty: the prune stays approximate)."""
+    norms, uncovered = norm_masks(model, plan)
+    return MaskedInterpreter(gm if gm is not None else model.gm, oracle_masks(model, plan), norms), uncovered
 
 
 def oracle_masks(model: FxModel, plan) -> dict[str, list]:
@@ -58,13 +78,14 @@ def oracle_masks(model: FxModel, plan) -> dict[str, list]:
     return masks
 
 
-def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tuple[list, list]:
+def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tuple[list, list, list[str]]:
     """The oracle's outputs on the first ``count`` input sets the traced graph accepts.
 
     Input sets the graph rejects (a size it specialised) are skipped; the
-    example itself must run. Returns ``(references, the input sets used)``.
+    example itself must run. Returns ``(references, the input sets used,
+    statistics not taken over kept channels)``.
     """
-    runner = MaskedInterpreter(model.gm, oracle_masks(model, plan))
+    runner, uncovered = oracle(model, plan)
     references, used = [], []
     with torch.no_grad():
         for k, inputs in enumerate(inputs_list):
@@ -77,7 +98,7 @@ def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tupl
             used.append(inputs)
             if len(used) == count:
                 break
-    return references, used
+    return references, used, uncovered + sorted(runner.unhandled)
 
 
 def noise_floor(model: FxModel, plan, inputs_list, references) -> float:
@@ -91,8 +112,7 @@ def noise_floor(model: FxModel, plan, inputs_list, references) -> float:
     import copy
 
     try:
-        gm64 = copy.deepcopy(model.gm).double()
-        runner = MaskedInterpreter(gm64, oracle_masks(model, plan))
+        runner, _ = oracle(model, plan, copy.deepcopy(model.gm).double())
         worst = 0.0
         with torch.no_grad():
             for ref, inputs in zip(references, inputs_list):

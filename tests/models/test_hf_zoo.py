@@ -21,7 +21,7 @@ transformers = pytest.importorskip("transformers")
 
 # families where nothing is prunable yet, with the reason (see the report's untranslated calls)
 NOTHING_PRUNABLE = {"mixtral": "expert FFNs go through grouped_mm/histc routing, which pins them"}
-DEFAULT = ["gpt2", "llama", "t5"]
+DEFAULT = ["gpt2", "qwen3", "t5"]
 
 
 def _leaves(out) -> list[torch.Tensor]:
@@ -29,7 +29,12 @@ def _leaves(out) -> list[torch.Tensor]:
 
 
 def check_family(name: str, attention: str, tmp_path) -> None:
-    model, x = build_hf(name, attention)
+    try:
+        model, x = build_hf(name, attention)
+    except ValueError as exc:
+        if "does not support an attention implementation" in str(exc):
+            pytest.skip(f"transformers: {name} has no {attention} attention")
+        raise
     params_before = sum(p.numel() for p in model.parameters())
     result = graphprune.prune(model, 0.3, example_inputs=x)
     report = result.report

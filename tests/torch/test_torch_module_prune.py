@@ -103,7 +103,7 @@ def test_vit_literal_sizes_give_a_graph_module_and_stale_attributes():
     assert "VisionTransformer.hidden_dim = 48 (the pruned graph uses 24)" in stale, stale
     assert any(s.startswith("encoder.layers.encoder_layer_0.self_attention.embed_dim = 48") for s in stale)
     assert not any(".mlp." in s for s in stale)  # Linear sizes were updated from their weights
-    assert result.verification.status == "approximate"  # the hidden dim runs through LayerNorms
+    assert result.verification.status == "exact"  # LayerNorm statistics taken over kept channels
     assert "conv_proj.weight" in result.report["initializers"]
     assert result.model(x).shape == (1, 10)
     out = result.model(torch.randn(1, 3, 32, 32)).sum()
@@ -127,7 +127,7 @@ def test_small_swin_goes_through_torch_export_and_prunes_heads(v2):
     result = graphprune.prune(model, 0.5, example_inputs=x)
     assert result.report["torch"]["tracer"] == "torch.export"  # symbolic trace leaves wrapped calls
     assert result.report["torch"]["untranslated_calls"] == []
-    assert result.verification.status == "approximate"  # the residual stream runs through LayerNorms
+    assert result.verification.status == "exact"  # LayerNorm statistics over kept channels (masked_norms)
     assert result.report["macs"][1] < result.report["macs"][0]
     assert result.model(x).shape == (1, 10)
     if v2:  # the continuous position bias MLP and the logit scale lose the pruned head
