@@ -1,7 +1,7 @@
 """Parameter and MAC counts of a graph, per node and in total.
 
 MACs count the multiply-accumulates of contractions (Conv, ConvTranspose,
-Gemm, MatMul), the ops that dominate cost and that pruning shrinks;
+Gemm, MatMul, the torch path's GroupedMatMul), the ops that dominate cost and that pruning shrinks;
 channel-wise ops are not counted. Symbolic sizes are evaluated at
 ``Graph.symbol_values`` (the declared ``--input-shape`` or the first shape
 the oracle tries: batch 1, sequence 16, images 224×224); a size that stays
@@ -37,7 +37,7 @@ def node_macs(graph: Graph, node: Node) -> int:
             return 0
         k = a[0] if node.attr("transA", 0) else a[1]
         return _numel(y) * _size(graph, k)
-    if node.op == "MatMul":
+    if node.op in ("MatMul", "GroupedMatMul"):  # GroupedMatMul [N, K] × [E, K, M]: N·K·M
         a, y = shape(node.input(0)), shape(node.outputs[0])
         if not a or y is None:
             return 0

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 
 from .channels import ChannelAnalysis, ChannelGroup
@@ -97,7 +99,8 @@ def select(analysis: ChannelAnalysis, scores: dict[int, np.ndarray], ratio: floa
         else:
             for members in segments(analysis, g):
                 order = members[np.argsort(score[members], kind="stable")]
-                removed[order[:len(members) - _keep_count(len(members), ratio, round_to)]] = True
+                keep = _keep_count(len(members), ratio, math.lcm(round_to, g.multiple))
+                removed[order[:len(members) - keep]] = True
         ensure_nonempty(g, removed, score)
         plan.removed[g.id] = removed
     return plan
@@ -126,5 +129,5 @@ def _global_keep_counts(groups, scores, ratio, round_to, max_group_ratio) -> dic
     candidates = np.flatnonzero(allowed)
     chosen = candidates[np.argsort(flat[candidates], kind="stable")[:target]]
     removed_per_group = np.bincount(owner[chosen], minlength=len(groups))
-    return {g.id: _keep_count(g.size, removed_per_group[i] / g.size, round_to)
+    return {g.id: _keep_count(g.size, removed_per_group[i] / g.size, math.lcm(round_to, g.multiple))
             for i, g in enumerate(groups)}

@@ -22,6 +22,7 @@ proves it to be; an op with no rule pins every axis it touches.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -90,6 +91,7 @@ class DimTable:
         self.stats: set[int] = set()  # statistics (BN mean/var): not importance evidence
         self.periodic: set[int] = set()  # symbolic axes coupled through one period (``blocks``)
         self.unsupported: set[str] = set()  # nodes whose rule pinned them whole (their emitters are skipped)
+        self.multiples: dict[int, int] = {}  # dim -> its kept size must be a multiple of this (kernel alignment)
         self.touched_by: dict[int, set[str]] = defaultdict(set)
         self.producers = graph.producers()  # the graph does not change during analysis
         self.consumers = graph.consumers()
@@ -281,6 +283,10 @@ class RuleContext:
 
     def approximate(self, did: int, reason: str) -> None:
         self.table.approx.setdefault(did, reason)
+
+    def multiple(self, did: int, n: int) -> None:
+        """The kept size of ``did`` must be a multiple of ``n`` (a kernel's alignment)."""
+        self.table.multiples[did] = math.lcm(self.table.multiples.get(did, 1), int(n))
 
     def contracts(self, input_index: int, axis: int, weight: tuple | None = None,
                   out_axis: int | None = None) -> None:

@@ -16,6 +16,7 @@ linear in the number of elements with no per-channel Python loop.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ class ChannelGroup:
     pinned: str | None = None
     approximate: str | None = None
     size: int = 0  # number of channels
+    multiple: int = 1  # keep a multiple of this many channels (alignment a kernel needs)
     channels: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -184,6 +186,7 @@ def analyse(graph: Graph) -> ChannelAnalysis:
         remap[g.dims] = gid
         g.pinned = next((table.pins[d] for d in g.dims if d in table.pins), None)
         g.approximate = next((table.approx[d] for d in g.dims if d in table.approx), None)
+        g.multiple = math.lcm(1, *(table.multiples[d] for d in g.dims if d in table.multiples))
     analysis = ChannelAnalysis(table, groups, remap)
     _solve_channels(analysis)
     return analysis

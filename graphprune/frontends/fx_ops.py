@@ -179,6 +179,32 @@ def _add_scaled(t, c, product: str, shape) -> None:
     t.emit("Add", [product, _scaled(t, _operand(t, bias, like), c.val("beta", 1), _shape_of(t, bias))])
 
 
+def _grouped_mm(t, n, c):
+    """``y[s] = x[s] @ W[e(s)]``: rows of ``x`` [N, K], sorted by expert, in contiguous segments
+    ``offs[e-1]:offs[e]`` (``offs`` [E], a cumulative count), each times its expert's ``W[e]``
+    [K, M] (Mixture-of-Experts FFNs). Only the 2-D × 3-D form without bias becomes
+    GroupedMatMul(x, W, offs) (:mod:`graphprune.channels.rules.grouped`); ``out_dtype`` only
+    sets the result's precision."""
+    x = c.get("input", c.get("mat_a"))
+    w = c.get("weight", c.get("mat2", c.get("mat_b")))
+    offs = c.get("offs")
+    if not (t.is_tensor(x) and t.is_tensor(w) and t.is_tensor(offs)):
+        raise Untranslatable("grouped matmul without a tensor of group offsets")
+    if c.val("bias") is not None:
+        raise Untranslatable("grouped matmul with a bias")
+    xs, ws, os_ = t.shape(x), t.shape(w), t.shape(offs)
+    if len(xs) != 2 or len(ws) != 3:
+        raise Untranslatable(f"grouped matmul of ranks {len(xs)} × {len(ws)} (only 2-D × 3-D)")
+    if len(os_) != 1 or os_[0] != ws[0] or xs[1] != ws[1]:
+        raise Untranslatable(f"grouped matmul of {xs} × {ws} with offsets {os_}")
+    t.emit("GroupedMatMul", [t.tensor(x), t.tensor(w), t.tensor(offs)])
+
+
+op("grouped_mm_fallback", params="input weight offs")(_grouped_mm)  # torch.ops.transformers
+op("_grouped_mm", params="input mat2 offs bias out_dtype")(_grouped_mm)  # aten / torch._grouped_mm
+op("grouped_mm", params="mat_a mat_b offs bias out_dtype")(_grouped_mm)  # F.grouped_mm
+
+
 @op("addmm", "addmm_", params="input mat1 mat2 beta alpha")
 def addmm(t, n, c):
     """``beta·input + alpha·(mat1 @ mat2)`` is Gemm(mat1, mat2, input): mat2 is ``[in, out]``

@@ -46,3 +46,4 @@ def rule_for(op: str, domain: str = "") -> Optional[Rule]:
 
 
 from . import conv, elementwise, layout, linear, norm, pool  # noqa: E402,F401  (registration)
+from . import grouped  # noqa: E402,F401  (registration: GroupedMatMul, the torch path's MoE experts)
