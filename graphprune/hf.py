@@ -235,7 +235,7 @@ def from_pretrained(directory: str | os.PathLike, model_class=None, **kwargs):
     if missing or unexpected:
         raise InputError(f"{directory}: saved weights do not match the pruned architecture "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    _reset_nonpersistent(model, model_class, config, kwargs)
+    _reset_nonpersistent(model, model_class, config)
     return model.eval()
 def _is_nonpersistent(model: nn.Module, key: str) -> bool:
     owner, _, attr = key.rpartition(".")
@@ -243,7 +243,7 @@ def _is_nonpersistent(model: nn.Module, key: str) -> bool:
     return attr in getattr(module, "_non_persistent_buffers_set", set())
 
 
-def _reset_nonpersistent(model: nn.Module, model_class, config, kwargs) -> None:
+def _reset_nonpersistent(model: nn.Module, model_class, config) -> None:
     """Buffers not saved (rotary ``inv_freq``, position ids) are rebuilt on the CPU.
 
     Each owner is rebuilt alone when its class takes the config (rotary

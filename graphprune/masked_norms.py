@@ -55,6 +55,11 @@ def layer_norm(x, axis, keep, weight=None, bias=None, eps=1e-5):
     return y + bias if bias is not None else y
 
 
+def _axes(dims, x) -> list[int]:
+    dims = [dims] if isinstance(dims, int) else list(dims or [])
+    return [d % x.dim() for d in dims]
+
+
 def _correction(args, kwargs) -> float:
     if "correction" in kwargs and kwargs["correction"] is not None:
         return float(kwargs["correction"])
@@ -81,24 +86,23 @@ def evaluate(root: nn.Module, node, args, kwargs, axis: int, keep: torch.Tensor)
         bias = args[3] if len(args) > 3 else kwargs.get("bias")
         eps = args[4] if len(args) > 4 else kwargs.get("eps", 1e-5)
         return layer_norm(x, axis, keep, weight, bias, eps)
-    dims = args[1] if len(args) > 1 else kwargs.get("dim")
-    dims = [dims] if isinstance(dims, int) else list(dims or [])
-    if [d % x.dim() for d in dims] != [axis]:
+    if name == "linalg_vector_norm":  # (input, ord, dim, keepdim)
+        order = args[1] if len(args) > 1 else kwargs.get("ord", 2)
+        dims = args[2] if len(args) > 2 else kwargs.get("dim")
+        keepdim = bool(args[3] if len(args) > 3 else kwargs.get("keepdim", False))
+        if order not in (2, 2.0) or _axes(dims, x) != [axis]:
+            return None
+        return torch.sqrt(((x * _mask_like(keep, x, axis)) ** 2).sum(axis, keepdim=keepdim))
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")  # mean / var / std: (input, dim, …, keepdim)
+    if _axes(dims, x) != [axis]:
         return None
-    keepdim = bool(kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False))
-    if name == "mean" and "dtype" not in kwargs:
+    position = 2 if name == "mean" else 3  # var/std(input, dim, unbiased, keepdim)
+    keepdim = bool(args[position] if len(args) > position else kwargs.get("keepdim", False))
+    if name == "mean" and kwargs.get("dtype") is None:
         return _mean(x, axis, keep, keepdim)
     if name in ("var", "std"):
         var = _var(x, axis, keep, _correction(args, kwargs), keepdim)
         return var if name == "var" else torch.sqrt(var)
-    if name == "linalg_vector_norm":
-        order = args[1] if len(args) > 1 and not isinstance(args[1], (list, tuple)) else kwargs.get("ord", 2)
-        if order not in (2, 2.0):
-            return None
-        dims = args[2] if len(args) > 2 else kwargs.get("dim")
-        m = _mask_like(keep, x, axis)
-        return torch.sqrt(((x * m) ** 2).sum(axis, keepdim=bool(kwargs.get("keepdim", args[3] if len(args) > 3
-                                                                           else False))))
     return None
 
 
