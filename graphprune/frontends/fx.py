@@ -170,6 +170,11 @@ def trace(module: torch.nn.Module, example_inputs) -> FxModel:
             best = model
         if not best.untranslated:
             break
+    if best is None and "torch.export" not in errors and all(n != "torch.export" for n, _ in candidates):
+        try:  # the symbolic trace ran but could not be translated: the export may be
+            best = translate(module, _exported(module, example_inputs), "torch.export", example_inputs)
+        except Exception as exc:
+            errors["torch.export"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if best is None:
         detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
         raise InputError(f"cannot trace {type(module).__name__}: {detail}")
