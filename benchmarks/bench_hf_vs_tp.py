@@ -402,6 +402,16 @@ def first_output(model, inputs):
         return tensor_leaves(model(*inputs))[0]
 
 
+def output_shapes(model, inputs) -> dict:
+    """Shape of every tensor output, by name (a ModelOutput's fields; positions otherwise)."""
+    import torch
+
+    with torch.no_grad():
+        out = model(*inputs)
+    items = out.items() if hasattr(out, "items") else enumerate(tensor_leaves(out))
+    return {str(k): list(v.shape) for k, v in items if isinstance(v, torch.Tensor)}
+
+
 def first_tensor(out):
     """TP's output_transform: the first output (logits, or the last hidden state)."""
     return tensor_leaves(out)[0]
@@ -587,11 +597,12 @@ def run_worker(tool: str, name: str, ratio: float, repeats: int) -> dict:
     dense, _ = build_hf(name)
     result.update(params_before=n_params(dense), macs_before=count_macs(dense, x))
     dense_x, dense_other = first_output(dense, x), first_output(dense, other)
-    dense_ties = tied_pairs(dense)
+    dense_ties, dense_shapes = tied_pairs(dense), output_shapes(dense, x)
     del dense
+    notes = result.setdefault("notes", [])
     untied = sorted(a for a, _ in dense_ties - tied_pairs(pruned))
     if untied:
-        result["notes"] = [f"weight tying broken: {', '.join(untied)}"]
+        notes.append(f"weight tying broken: {', '.join(untied)}")
     pruned.eval()
     try:
         got = first_output(pruned, x)
@@ -600,6 +611,13 @@ def run_worker(tool: str, name: str, ratio: float, repeats: int) -> dict:
     if got.shape != dense_x.shape:
         return {**result, "error": f"output shape changed: {list(dense_x.shape)} -> {list(got.shape)}"}
     result.update(ok=True, rel_change=relative_change(got, dense_x), params=n_params(pruned))
+    try:
+        shapes = output_shapes(pruned, x)
+        changed = [f"{k} {dense_shapes[k]}->{v}" for k, v in shapes.items() if k in dense_shapes and dense_shapes[k] != v]
+        if changed:
+            notes.append("other outputs changed shape: " + ", ".join(changed))
+    except Exception as exc:
+        notes.append(f"outputs not comparable: {one_line(exc, 80)}")
     try:
         result["macs"] = count_macs(pruned, x)
     except Exception as exc:
