@@ -65,10 +65,12 @@ def inspect(model, input_shapes: dict | None = None) -> dict:
     }
 
 
-def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: bool = False,
+def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranking: bool = False,
           round_to: int = 1, keep: str | None = None, verify: bool = True,
           max_group_ratio: float = 0.9, tolerance: float = 1e-4, plan=None,
-          example_inputs=None, loss_fn=None, input_shapes: dict | None = None, exact: bool = False):
+          example_inputs=None, loss_fn=None, input_shapes: dict | None = None, exact: bool = False,
+          calibration=None, calibration_samples: int | None = None, repair: str = "auto",
+          recalibrate_bn: bool | None = None):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -78,7 +80,10 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
         ratio: fraction of each group's channels to remove (``[0, 1)``).
         importance: ``"l1"`` or ``"l2"`` norm over every parameter slice of a
             channel; for modules also ``"taylor"`` (``Σ|w·∂L/∂w|``, with
-            ``loss_fn(output)``) and ``"bn_scale"`` (``|γ|``, network slimming).
+            ``loss_fn(output)``) and ``"bn_scale"`` (``|γ|``, network slimming);
+            with calibration data ``"activation"`` (``‖W[:, j]‖·‖x_j‖``, the
+            default then) and ``"fluctuation"`` (``‖W[:, j]‖·std(x_j)``), see
+            :mod:`graphprune.activation_importance`. Default: ``"l2"``.
         global_ranking: rank channels across groups instead of per group.
         round_to: keep a multiple of this many channels per group.
         keep: regex; groups touching a matching node or tensor name are not pruned.
@@ -96,12 +101,28 @@ def prune(model, ratio: float = 0.5, importance: str = "l2", global_ranking: boo
         exact: prune only groups the oracle checks exactly: groups normalised
             by a LayerNorm/RMSNorm (the residual stream of a transformer, its
             hidden size) are kept instead of being pruned as *approximate*.
+        calibration: samples for activation statistics (modules: an iterable
+            or ``DataLoader`` of tensors, input tuples — a longer tuple such as
+            ``(inputs, labels)`` is cut to the model's inputs — or dicts keyed
+            by ``forward``'s argument names). A quarter of the batches (at
+            least one, when there are two or more) is held out to judge the repair.
+        calibration_samples: use at most this many calibration samples.
+        repair: ``"lsq"`` (least-squares re-fit of each consumer of a removed
+            channel, bias folded in), ``"bias"`` (bias compensation only),
+            ``"none"``; ``"auto"``: ``lsq`` with calibration data. A repair
+            step that raises the held-out output error is undone.
+        recalibrate_bn: re-estimate BatchNorm statistics on the calibration
+            data after pruning (default: with calibration data).
     """
     if _is_torch_module(model):
         from .torch_prune import prune_module
 
+        from .torch_prune import Calibration
+
         return prune_module(model, ratio, example_inputs, importance, global_ranking, round_to, keep,
-                            verify, max_group_ratio, tolerance, plan, loss_fn, exact)
+                            verify, max_group_ratio, tolerance, plan, loss_fn, exact,
+                            Calibration(calibration, calibration_samples, repair, recalibrate_bn))
+    importance = importance or "l2"
     source = read_model(model)
     graph = load_onnx(source, input_shapes=input_shapes)
     macs_at = metric_shapes(graph)

@@ -28,7 +28,8 @@ def default_loss(output) -> torch.Tensor:
     return sum(t.float().pow(2).mean() for t in tensors)
 
 
-def taylor_values(model: FxModel, inputs, loss_fn=None) -> dict[str, np.ndarray]:
+def taylor_values(model: FxModel, batches: list[tuple], loss_fn=None) -> dict[str, np.ndarray]:
+    """``|w·∂L/∂w|`` per parameter, the gradients summed over ``batches`` (input tuples)."""
     params = {name: p for name, p in model.params.items()
               if isinstance(p, torch.nn.Parameter) and p.is_floating_point()}
     saved = {name: p.grad for name, p in params.items()}
@@ -38,9 +39,9 @@ def taylor_values(model: FxModel, inputs, loss_fn=None) -> dict[str, np.ndarray]
             p.grad = None
             p.requires_grad_(True)
         with torch.enable_grad():
-            output = model.gm(*inputs)
-            loss = (loss_fn or default_loss)(output)
-            loss.backward()
+            for inputs in batches:
+                loss = (loss_fn or default_loss)(model.gm(*inputs))
+                loss.backward()
         return {name: (p.detach() * p.grad).abs().float().cpu().numpy()
                 for name, p in params.items() if p.grad is not None}
     finally:
@@ -57,9 +58,10 @@ def bn_scale_values(model: FxModel) -> dict[str, np.ndarray]:
     return scales
 
 
-def torch_importance(model: FxModel, analysis, criterion: str, inputs, loss_fn=None):
-    """Scores per prunable group and the number of groups that fell back to L2."""
-    values = taylor_values(model, inputs, loss_fn) if criterion == "taylor" else bn_scale_values(model)
+def torch_importance(model: FxModel, analysis, criterion: str, batches: list[tuple], loss_fn=None):
+    """Scores per prunable group and the number of groups that fell back to L2; ``taylor``
+    takes its gradients on ``batches`` (the calibration data, else the example inputs)."""
+    values = taylor_values(model, batches, loss_fn) if criterion == "taylor" else bn_scale_values(model)
     scores, fallbacks = {}, 0
     for g in analysis.prunable_groups():
         names = {analysis.table.keys[d][0] for d in analysis.constant_dims(g)}

@@ -27,12 +27,17 @@ from .emit.torch import emit_torch, repair_attributes, stale_attributes
 from .errors import InputError, VerificationError
 from .frontends.fx import FxModel, trace
 from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes
+from .activation_importance import ACTIVATION_CRITERIA, activation_importance, needed_statistics
+from .calibration import split_held_out
 from .importance import CRITERIA, TORCH_CRITERIA, importance
 from .metrics import total_macs
 from .plan_io import plan_from_kept, read_plan
 from .report import build_report
 from .selection import Plan, select
+from .repair import REPAIRS, plan_repair
+from .torch_calibration import calibration_inputs, collect_statistics
 from .torch_importance import torch_importance
+from .torch_repair import apply_repair
 from .verify import Verification
 from .verify_torch import check_inputs, compare_outputs, noise_floor, reference_outputs
 
@@ -52,15 +57,35 @@ def _params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=None, importance_name: str = "l2",
+@dataclass
+class Calibration:
+    """What calibration data drives: the samples, the repair and the BatchNorm re-estimate."""
+
+    data: object = None
+    samples: int | None = None
+    repair: str = "auto"  # "auto": least squares with calibration data, else none
+    recalibrate_bn: bool | None = None  # None: with calibration data
+
+
+def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=None, importance_name: str | None = None,
                  global_ranking: bool = False, round_to: int = 1, keep: str | None = None,
                  verify: bool = True, max_group_ratio: float = 0.9, tolerance: float = 1e-4,
-                 plan=None, loss_fn=None, exact: bool = False) -> TorchPruneResult:
+                 plan=None, loss_fn=None, exact: bool = False,
+                 calibration: Calibration | None = None) -> TorchPruneResult:
     if example_inputs is None:
         raise InputError("pruning an nn.Module needs example_inputs (a tensor or tuple of tensors)")
-    if importance_name not in CRITERIA + TORCH_CRITERIA:
-        raise InputError(f"unknown importance '{importance_name}': choose one of "
-                         f"{', '.join(CRITERIA + TORCH_CRITERIA)}")
+    calibration = calibration or Calibration()
+    if importance_name is None:
+        importance_name = "activation" if calibration.data is not None else "l2"
+    known = CRITERIA + TORCH_CRITERIA + ACTIVATION_CRITERIA
+    if importance_name not in known:
+        raise InputError(f"unknown importance '{importance_name}': choose one of {', '.join(known)}")
+    if importance_name in ACTIVATION_CRITERIA and calibration.data is None:
+        raise InputError(f"importance '{importance_name}' needs calibration data (calibration=...)")
+    if calibration.repair not in REPAIRS + ("auto",):
+        raise InputError(f"unknown repair '{calibration.repair}': choose one of auto, {', '.join(REPAIRS)}")
+    if calibration.repair in ("bias", "lsq") and calibration.data is None:
+        raise InputError(f"repair '{calibration.repair}' needs calibration data (calibration=...)")
     if keep:
         try:
             re.compile(keep)
@@ -71,7 +96,7 @@ def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=Non
     module.eval()
     try:
         return _prune(module, was_training, ratio, inputs, importance_name, global_ranking, round_to, keep, verify,
-                      max_group_ratio, tolerance, plan, loss_fn, exact)
+                      max_group_ratio, tolerance, plan, loss_fn, exact, calibration)
     finally:
         module.train(was_training)
 
@@ -85,8 +110,11 @@ def _set_mode(model: torch.nn.Module, training: bool) -> None:
 
 
 def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round_to, keep, verify, max_group_ratio,
-           tolerance, plan_source, loss_fn, exact) -> TorchPruneResult:
+           tolerance, plan_source, loss_fn, exact, calibration) -> TorchPruneResult:
     start = time.perf_counter()
+    samples = calibration_inputs(calibration.data, inputs, module, calibration.samples)
+    fit, held_out = split_held_out(samples)
+    repair_mode = calibration.repair if calibration.repair != "auto" else ("lsq" if samples else "none")
     with without_cache(module):
         traced = trace(module, inputs)
         graph = traced.graph
@@ -96,15 +124,28 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             analysis.pin_matching(keep)
         if exact:
             analysis.pin_approximate()
-        fallbacks = 0
+        fallbacks, stats = 0, {}
+        if samples and (criterion in ACTIVATION_CRITERIA or repair_mode != "none"):
+            stats = collect_statistics(traced, fit, needed_statistics(analysis))
         if plan_source is not None:
             plan = plan_from_kept(analysis, read_plan(plan_source), target="torch")
         else:
             if criterion in TORCH_CRITERIA:
-                scores, fallbacks = torch_importance(traced, analysis, criterion, inputs, loss_fn)
+                scores, fallbacks = torch_importance(traced, analysis, criterion, fit or [inputs], loss_fn)
+            elif criterion in ACTIVATION_CRITERIA:
+                scores, fallbacks = activation_importance(analysis, stats, criterion)
             else:
                 scores = importance(analysis, criterion)
             plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio)
+        repair = None
+        if repair_mode != "none" and plan.channels_removed:
+            if repair_mode == "lsq":
+                pruned_inputs = {(c.tensor, c.axis) for c in analysis.table.contractions
+                                 if plan.kept(c.dim) is not None and (c.tensor, c.axis) in stats}
+                stats.update(collect_statistics(traced, fit, {k: len(stats[k].total) for k in pruned_inputs},
+                                                gram=pruned_inputs))
+            repair = plan_repair(analysis, plan, stats, repair_mode)
+        originals = _outputs_on(traced.gm, held_out) if samples else []
         reference, checks, noise, uncovered = None, [tuple(inputs)], 0.0, []
         if verify:
             reference, checks, uncovered = reference_outputs(traced, plan, check_inputs(inputs))
@@ -131,10 +172,12 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         if not verification.ok:
             emission.rollback()
             raise VerificationError(f"verification failed: {verification.message}", verification)
+        calibrated = apply_repair(pruned, traced, emission, repair, fit, held_out, originals,
+                                  _recalibrate(calibration, samples)) if samples else None
     verification.shapes = [[list(x.shape) for x in c if isinstance(x, torch.Tensor)] for c in checks]
     sliced = {name: axes for name, axes in emission.sliced.items() if name in traced.params}
     settings = {"ratio": ratio, "importance": criterion, "global": global_ranking, "round_to": round_to,
-                "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio}
+                "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio, "repair": repair_mode}
     if plan_source is not None:
         settings = {"plan": str(plan_source) if not isinstance(plan_source, dict) else "(report dict)"}
     report = build_report(plan, sliced, (params_before, _params(pruned)), (macs_before, total_macs(graph)),
@@ -151,6 +194,10 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         "noise_floor": noise,
         "seconds": round(time.perf_counter() - start, 3),
     }
+    if calibrated is not None:
+        report["calibration"] = {"samples": len(samples), "statistics_from": len(fit),
+                                 "held_out": len(held_out) if held_out is not fit else 0,
+                                 "statistics": len(stats), **calibrated}
     if pruned is module and is_hf_model(module):
         report["hf"] = _fit_hf_config(module, plan, checks[0])
     _set_mode(pruned, was_training)
@@ -251,6 +298,17 @@ def _choose(traced: FxModel, emission, checks) -> tuple[torch.nn.Module, list[st
     for step in reversed(undo):
         step()
     return gm, []
+
+
+def _recalibrate(calibration: Calibration, samples) -> bool:
+    return bool(samples) if calibration.recalibrate_bn is None else calibration.recalibrate_bn
+
+
+def _outputs_on(module, batches) -> list:
+    """The float outputs of ``module`` on each batch, flattened (what repair is judged by)."""
+    with torch.no_grad():
+        return [[t for t in pytree.tree_leaves(module(*b)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+                for b in batches]
 
 
 def _forward(module, inputs):

@@ -1,0 +1,90 @@
+"""Activation-aware importance: the output error removing a channel causes, from calibration data.
+
+Removing input channel ``j`` of a contraction ``y = W·x`` zeroes ``x_j``, so
+every output moves by ``W[:, j]·x_j``. Its expected squared size is
+``‖W[:, j]‖² · E[x_j²]`` (diagonal approximation: correlations between removed
+channels ignored). A channel scores the square root of that error summed over
+every contraction of its group (every consumer of a residual channel, the
+output projection of a head, the down projection of an FFN unit):
+
+* ``activation``: ``E[x_j²]`` — the Wanda / ThiNet criterion, the error with
+  no repair;
+* ``fluctuation``: ``Var[x_j]`` — FLAP's criterion, the error left once the
+  channel's mean ``E[x_j]·W[:, j]`` is folded into the consumer's bias
+  (:mod:`graphprune.repair`).
+
+Statistics come from :mod:`graphprune.calibration`. Groups no contraction
+with a constant weight reads (only convolution groups, say) fall back to the
+L2 weight norm and are counted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from .calibration import ChannelStats
+from .channels import ChannelAnalysis
+from .channels.dims import Contraction
+from .importance import _per_slice, group_importance
+
+ACTIVATION_CRITERIA = ("activation", "fluctuation")
+
+
+def contraction_weight(graph, producers: dict, c: Contraction) -> tuple[str, int, int | None] | None:
+    """``(constant name, in-channel axis, out-channel axis)`` of the weight ``c`` multiplies by,
+    seen through Transpose/Identity (the torch path's ``Wᵀ``); None when it is not a constant."""
+    name, in_axis, out_axis = c.weight, c.weight_in_axis, c.weight_out_axis
+    if not name or in_axis is None:
+        return None
+    while name not in graph.constants:
+        node = producers.get(name)
+        if node is None or node.op not in ("Transpose", "Identity"):
+            return None
+        if node.op == "Transpose":
+            rank = len(graph.shape(node.inputs[0]) or ())
+            perm = node.attr("perm") or list(reversed(range(rank)))
+            in_axis = perm[in_axis]
+            out_axis = perm[out_axis] if out_axis is not None else None
+        name = node.inputs[0]
+    weight = graph.constants[name]
+    if weight.dtype.kind != "f" or weight.ndim < 2:
+        return None
+    return name, in_axis, out_axis
+
+
+def needed_statistics(analysis: ChannelAnalysis) -> dict[tuple[str, int], int]:
+    """``(tensor, axis) -> channels`` for every contraction input of a prunable group."""
+    prunable = {g.id for g in analysis.prunable_groups()}
+    table = analysis.table
+    return {(c.tensor, c.axis): table.sizes[c.dim] for c in table.contractions
+            if analysis.group_of[c.dim] in prunable and isinstance(table.sizes[c.dim], int)}
+
+
+def activation_importance(analysis: ChannelAnalysis, stats: dict[tuple[str, int], ChannelStats],
+                          criterion: str = "activation") -> tuple[dict[int, np.ndarray], int]:
+    """Scores per prunable group (see the module docstring) and how many groups fell back to L2."""
+    graph, table = analysis.graph, analysis.table
+    producers = table.producers
+    errors: dict[int, np.ndarray] = defaultdict(lambda: None)
+    prunable = {g.id: g for g in analysis.prunable_groups()}
+    for c in table.contractions:
+        group = prunable.get(int(analysis.group_of[c.dim]))
+        found = contraction_weight(graph, producers, c)
+        st = stats.get((c.tensor, c.axis))
+        if group is None or found is None or st is None or st.count == 0:
+            continue
+        name, in_axis, _ = found
+        column_energy = _per_slice(graph.constants[name], in_axis, "l2")
+        spread = st.variance if criterion == "fluctuation" else st.second_moment
+        error = np.bincount(group.channels[c.dim], weights=column_energy * spread, minlength=group.size)
+        errors[group.id] = error if errors[group.id] is None else errors[group.id] + error
+    scores, fallbacks = {}, 0
+    for gid, group in prunable.items():
+        if errors.get(gid) is not None:
+            scores[gid] = np.sqrt(errors[gid])
+        else:
+            scores[gid] = group_importance(analysis, group, "l2")
+            fallbacks += 1
+    return scores, fallbacks
