@@ -33,7 +33,7 @@ from .activation_importance import contraction_weight
 from .calibration import ChannelStats
 
 REPAIRS = ("none", "bias", "lsq")
-RIDGE = 1e-2
+RIDGE = 1e-4
 
 
 @dataclass

@@ -1,0 +1,158 @@
+"""Calibration data on the PyTorch path: statistics, activation-aware importance, repair, BatchNorm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import graphprune
+from graphprune.activation_importance import needed_statistics
+from graphprune.channels import analyse
+from graphprune.errors import InputError
+from graphprune.frontends.fx import trace
+from graphprune.torch_calibration import collect_statistics
+
+
+def _batches(n: int, shape=(16, 6), seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=g) for _ in range(n)]
+
+
+class TwoLinear(nn.Module):
+    def __init__(self, d_in=6, hidden=12, d_out=4, act=True):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_in, hidden), nn.Linear(hidden, d_out)
+        self.act = nn.ReLU() if act else nn.Identity()
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def test_statistics_match_a_direct_computation():
+    torch.manual_seed(0)
+    model = TwoLinear().eval()
+    batches = _batches(3)
+    traced = trace(model, (batches[0],))
+    analysis = analyse(traced.graph)
+    wanted = needed_statistics(analysis)
+    (key,) = [k for k in wanted if wanted[k] == 12]  # fc2's input, the hidden activation
+    stats = collect_statistics(traced, [(b,) for b in batches], {key: 12}, gram={key})[key]
+    hidden = torch.cat([model.act(model.fc1(b)) for b in batches]).detach().double().numpy()
+    assert stats.count == 48
+    np.testing.assert_allclose(stats.mean, hidden.mean(0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(stats.variance, hidden.var(0), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(stats.moments(centred=False), hidden.T @ hidden / 48, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(stats.moments(centred=True), np.cov(hidden.T, bias=True), rtol=1e-5, atol=1e-8)
+
+
+def test_activation_importance_removes_silent_channels_that_weights_call_large():
+    """Channels 0–5 carry big weights but (almost) no signal on the data: weight norms keep them,
+    the activation criterion removes them."""
+    torch.manual_seed(0)
+    model = TwoLinear(act=False).eval()
+    with torch.no_grad():
+        model.fc1.weight[:6] *= 10
+        model.fc1.bias.zero_()
+    data = [torch.cat([torch.zeros(16, 3), torch.randn(16, 3)], 1) for _ in range(4)]
+    with torch.no_grad():
+        model.fc1.weight[:6, 3:] = 0  # channels 0-5 read only the silent inputs
+    rows = model.fc1.weight.detach().clone()
+    result = graphprune.prune(model, 0.5, example_inputs=data[0], calibration=data, repair="none")
+    assert result.report["settings"]["importance"] == "activation"
+    assert torch.equal(model.fc1.weight, rows[6:])
+
+
+def test_least_squares_recovers_channels_that_are_combinations_of_kept_ones():
+    """A linear hidden layer of rank 6 in 12 channels: any 6 independent kept channels reproduce
+    the removed ones exactly, so the repaired model matches the original."""
+    torch.manual_seed(0)
+    model = TwoLinear(act=False).eval()
+    data = _batches(8)
+    x = data[0]
+    with torch.no_grad():
+        expected = model(x)
+    result = graphprune.prune(model, 0.5, example_inputs=x, calibration=data, repair="lsq")
+    calib = result.report["calibration"]
+    assert result.report["verification"]["status"] == "exact"
+    assert calib["output_error"]["pruned"] > 0.1
+    assert calib["output_error"]["repaired"] < 1e-3
+    assert model.fc1.out_features == 6
+    with torch.no_grad():
+        assert torch.allclose(model(x), expected, atol=2e-3)  # the ridge only
+
+
+def test_bias_compensation_is_exact_for_constant_channels():
+    """Hidden channels 0–5 are constant (zero weights, a bias): their removed contribution is
+    their mean, folded into fc2's bias exactly; fluctuation ranks them lowest (zero variance)."""
+    torch.manual_seed(0)
+    model = TwoLinear().eval()
+    with torch.no_grad():
+        model.fc1.weight[:6] = 0
+        model.fc1.bias[:6] = torch.linspace(0.5, 2.0, 6)
+    data = _batches(6)
+    with torch.no_grad():
+        expected = model(data[0])
+    result = graphprune.prune(model, 0.5, example_inputs=data[0], calibration=data, importance="fluctuation",
+                              repair="bias")
+    calib = result.report["calibration"]
+    assert calib["repair"]["repaired"] == ["fc2.weight (bias compensation)"]
+    assert calib["output_error"]["pruned"] > 0.1 and calib["output_error"]["repaired"] < 1e-6
+    with torch.no_grad():
+        assert torch.allclose(model(data[0]), expected, atol=1e-5)
+
+
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.conv2, self.bn2 = nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_batchnorm_statistics_are_re_estimated_on_the_pruned_network():
+    torch.manual_seed(0)
+    model = ConvBN().eval()
+    data = _batches(4, (8, 3, 8, 8))
+    result = graphprune.prune(model, 0.5, example_inputs=data[0], calibration=data, repair="none")
+    calib = result.report["calibration"]
+    assert calib.get("bn_recalibrated") == 2 or calib.get("bn_undone")
+    if calib.get("bn_recalibrated"):  # bn2's running mean is the mean of conv2's output on the fit batches
+        fit = data[:calib["statistics_from"]]
+        with torch.no_grad():
+            conv2_out = torch.cat([model.conv2(torch.relu(model.bn1(model.conv1(b)))) for b in fit])
+        torch.testing.assert_close(model.bn2.running_mean, conv2_out.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_calibration_samples_as_loader_batches_and_dicts():
+    torch.manual_seed(0)
+    model = TwoLinear().eval()
+    data = _batches(4)
+    labelled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.cat(data), torch.zeros(64)),
+                                           batch_size=16)
+    result = graphprune.prune(model, 0.25, example_inputs=data[0], calibration=labelled, calibration_samples=3)
+    assert result.report["calibration"]["samples"] == 3
+    model = TwoLinear().eval()
+    result = graphprune.prune(model, 0.25, example_inputs=data[0], calibration=[{"x": b} for b in data])
+    assert result.report["calibration"]["samples"] == 4
+
+
+def test_calibration_mistakes_are_input_errors():
+    model = TwoLinear().eval()
+    x = torch.randn(2, 6)
+    with pytest.raises(InputError, match="needs calibration data"):
+        graphprune.prune(model, 0.5, example_inputs=x, importance="activation")
+    with pytest.raises(InputError, match="needs calibration data"):
+        graphprune.prune(model, 0.5, example_inputs=x, repair="lsq")
+    with pytest.raises(InputError, match="does not take"):
+        graphprune.prune(model, 0.5, example_inputs=x, calibration=[{"y": x}])
+    with pytest.raises(InputError, match="rank"):
+        graphprune.prune(model, 0.5, example_inputs=x, calibration=[torch.randn(6)])
+    with pytest.raises(InputError, match="empty"):
+        graphprune.prune(model, 0.5, example_inputs=x, calibration=[])
