@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 import onnx
 
+import numpy as np
+
+from .budget import budget_from
+from .calibration import load_npz, split_held_out, take
 from .channels import ChannelAnalysis, analyse
 from .emit.onnx import save_onnx, to_onnx
 from .errors import InputError, VerificationError
@@ -18,7 +22,9 @@ from .selection import Plan
 from .pipeline import Pass, build_pipeline
 from .plan_io import read_plan
 from .verify import Verification, compare, verify_prune
+from .onnx_calibration import apply_onnx_repair
 from .passes.prune_channels import PruneChannels
+from .repair import REPAIRS
 
 @dataclass
 class PruneResult:
@@ -70,7 +76,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
           max_group_ratio: float = 0.9, tolerance: float = 1e-4, plan=None,
           example_inputs=None, loss_fn=None, input_shapes: dict | None = None, exact: bool = False,
           calibration=None, calibration_samples: int | None = None, repair: str = "auto",
-          recalibrate_bn: bool | None = None):
+          recalibrate_bn: bool | None = None, target_macs: float | None = None,
+          target_params: float | None = None):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -113,7 +120,12 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
             step that raises the held-out output error is undone.
         recalibrate_bn: re-estimate BatchNorm statistics on the calibration
             data after pruning (default: with calibration data).
+        target_macs, target_params: a budget instead of a ratio: keep at most
+            this fraction of the MACs (or parameters), channels ranked globally
+            (see :mod:`graphprune.budget`); ``report["budget"]`` gives the
+            achieved fraction.
     """
+    budget = budget_from(target_macs, target_params)
     if _is_torch_module(model):
         from .torch_prune import prune_module
 
@@ -121,29 +133,98 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
 
         return prune_module(model, ratio, example_inputs, importance, global_ranking, round_to, keep,
                             verify, max_group_ratio, tolerance, plan, loss_fn, exact,
-                            Calibration(calibration, calibration_samples, repair, recalibrate_bn))
-    importance = importance or "l2"
+                            Calibration(calibration, calibration_samples, repair, recalibrate_bn, budget))
+    batches = onnx_calibration_batches(calibration, calibration_samples)
+    fit, held_out = split_held_out(batches)
+    importance = importance or ("activation" if batches else "l2")
+    repair = repair if repair != "auto" else ("lsq" if batches else "none")
+    if repair not in REPAIRS:
+        raise InputError(f"unknown repair '{repair}': choose one of auto, {', '.join(REPAIRS)}")
     source = read_model(model)
+    if batches:
+        _check_calibration_inputs(source, batches, calibration)
     graph = load_onnx(source, input_shapes=input_shapes)
     macs_at = metric_shapes(graph)
     step = PruneChannels(ratio=ratio, importance=importance, global_ranking=global_ranking,
                          round_to=round_to, keep=keep or "", exact=exact, max_group_ratio=max_group_ratio,
+                         target_macs=budget.target if budget and budget.metric == "macs" else 0.0,
+                         target_params=budget.target if budget and budget.metric == "params" else 0.0,
+                         repair=repair, calibration=fit,
                          replay=read_plan(plan) if plan is not None else None)
     outcome = step(graph)
     pruned = to_onnx(graph)
     verification = (verify_prune(source, pruned, step.plan, tolerance, input_shapes=input_shapes) if verify
                     else Verification("skipped", tolerance=tolerance))
     settings = {"ratio": ratio, "importance": importance, "global": global_ranking,
-                "round_to": round_to, "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio}
+                "round_to": round_to, "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio,
+                "repair": repair}
+    if budget is not None:
+        settings["target_" + budget.metric] = budget.target
     if plan is not None:
         settings = {"plan": str(plan) if not isinstance(plan, dict) else "(report dict)"}
+    if not verification.ok:
+        raise VerificationError(f"verification failed: {verification.message}", verification)
+    calibrated = None
+    if batches:
+        pruned, calibrated = apply_onnx_repair(source, pruned, step.planned_repair, step.sliced, held_out)
     report = build_report(step.plan, step.sliced, outcome.params, outcome.macs, verification, settings)
     report["macs_at"] = macs_at
     if plan is not None:
         report["plan_skipped"] = step.plan.skipped
-    if not verification.ok:
-        raise VerificationError(f"verification failed: {verification.message}", verification)
+    if step.budget_outcome is not None:
+        report["budget"] = step.budget_outcome
+    if calibrated is not None:
+        report["calibration"] = {"samples": sum(_batch_rows(b) for b in batches), "batches": len(batches),
+                                 "statistics_from": len(fit),
+                                 "held_out": len(held_out) if held_out is not fit else 0,
+                                 "statistics": step.statistics, **calibrated}
     return PruneResult(pruned, report, step.plan, verification)
+
+
+def _check_calibration_inputs(model: onnx.ModelProto, batches: list[dict], calibration) -> None:
+    """Every model input has a calibration array and no array names something else."""
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    where = f"calibration data '{calibration}'" if isinstance(calibration, (str, os.PathLike)) \
+        else "calibration data"
+    for batch in batches[:1]:
+        missing = [n for n in names if n not in batch]
+        extra = sorted(set(batch) - set(names))
+        if missing or extra:
+            raise InputError(f"{where}: the model's inputs are {', '.join(names)}; "
+                             + (f"no array for {', '.join(missing)}" if missing else "")
+                             + ("; " if missing and extra else "")
+                             + (f"arrays {', '.join(extra)} match no input" if extra else ""))
+
+
+def _batch_rows(batch: dict) -> int:
+    return int(next(iter(batch.values())).shape[0]) if batch else 0
+
+
+def onnx_calibration_batches(calibration, limit: int | None) -> list[dict]:
+    """Calibration for an ONNX model: a ``.npz`` path or directory, or an iterable of feed dicts
+    (input name → array, the first axis the batch)."""
+    if calibration is None:
+        return []
+    if isinstance(calibration, (str, os.PathLike)):
+        return load_npz(calibration, limit)
+    batches = take([calibration] if isinstance(calibration, dict) else calibration, None)
+    for b in batches:
+        if not isinstance(b, dict):
+            raise InputError("calibration for an ONNX model is a .npz file or directory, or feed dicts "
+                             f"(input name -> array); got a {type(b).__name__}")
+    out, seen = [], 0
+    for b in batches:
+        rows = _batch_rows(b)
+        if limit is not None and seen + rows > limit:
+            b = {k: np.asarray(v)[:limit - seen] for k, v in b.items()}
+        out.append({k: np.asarray(v) for k, v in b.items()})
+        seen += _batch_rows(out[-1])
+        if limit is not None and seen >= limit:
+            break
+    if not out:
+        raise InputError("the calibration data is empty")
+    return out
 
 
 def _is_torch_module(model) -> bool:

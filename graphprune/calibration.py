@@ -87,12 +87,16 @@ def take(samples, limit: int | None):
     return list(itertools.islice(iter(samples), limit))
 
 
-def load_npz(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, np.ndarray]]:
+def load_npz(path: str | os.PathLike, limit: int | None = None,
+             batch_size: int = 32) -> list[dict[str, np.ndarray]]:
     """Calibration batches from an ``.npz`` file or a directory of them (sorted by name).
 
-    Each file is one batch: arrays keyed by graph input name. ``limit`` counts
-    samples (rows of the first axis), so a big file can be cut short.
+    Each file holds arrays keyed by graph input name, the first axis the
+    samples; it is cut into batches of ``batch_size`` rows. ``limit`` counts
+    samples, so a big file can be cut short.
     """
+    if limit is not None and limit < 1:
+        raise InputError(f"--calibration-samples must be a positive integer, got {limit}")
     root = Path(path)
     if root.is_dir():
         files = sorted(root.glob("*.npz"))
@@ -116,11 +120,13 @@ def load_npz(path: str | os.PathLike, limit: int | None = None) -> list[dict[str
         if len(rows) != 1:
             raise InputError(f"calibration file '{file}': arrays disagree on the batch size "
                              f"({sorted(rows)}); the first axis of every input is the batch")
-        if limit is not None and seen + rows.pop() > limit:
-            keep = limit - seen
-            batch = {k: v[:keep] for k, v in batch.items()}
-        batches.append(batch)
-        seen += next(iter(batch.values())).shape[0]
+        total = rows.pop()
+        if limit is not None:
+            total = min(total, limit - seen)
+        for start in range(0, total, batch_size):  # bounded memory per run, and a held-out part
+            stop = min(start + batch_size, total)
+            batches.append({k: v[start:stop] for k, v in batch.items()})
+        seen += total
         if limit is not None and seen >= limit:
             break
     return batches

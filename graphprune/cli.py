@@ -16,7 +16,9 @@ from pathlib import Path
 from . import api
 from .errors import GraphpruneError, InputError, VerificationError
 from .frontends.onnx import uses_external_data
+from .activation_importance import ACTIVATION_CRITERIA
 from .importance import CRITERIA
+from .repair import REPAIRS
 
 EXIT_OK, EXIT_VERIFY, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -63,6 +65,18 @@ def print_prune_summary(report: dict, seconds: float) -> None:
         print(f"verified at: {shapes}")
     if report.get("macs_at"):
         print("MACs at: " + ", ".join(f"{k}={'x'.join(map(str, s))}" for k, s in report["macs_at"].items()))
+    if report.get("budget"):
+        b = report["budget"]
+        print(f"budget: {b['metric']} {b['achieved']:.3f} of the original (target {b['target']:g}"
+              f"{'' if b['met'] else ', NOT met: every group is at --max-group-ratio'})")
+    calib = report.get("calibration")
+    if calib:
+        errors = ", ".join(f"{k} {v:.3g}" for k, v in calib["output_error"].items())
+        held = f"{calib['held_out']} held-out batches" if calib["held_out"] else "the calibration batch itself"
+        repair = calib.get("repair", {})
+        undone = f"; repair undone: {repair['undone']}" if repair.get("undone") else ""
+        print(f"calibration: {calib['samples']} samples; output error vs the original on {held}: "
+              f"{errors}{undone}")
 
 
 def _save_like_input(model, src: Path, dst: Path) -> None:
@@ -85,15 +99,19 @@ def cmd_prune(args) -> int:
     src, dst = Path(args.input), Path(args.output)
     if src.exists() and _same_file(src, dst) and not args.overwrite_input:
         raise InputError(f"{dst}: refusing to overwrite the input model (pass --overwrite-input to allow it)")
-    if (args.ratio is None) == (args.plan is None):
-        raise InputError("give exactly one of --ratio R (choose channels) or --plan REPORT.json (replay)")
+    budgets = [b for b in (args.target_macs, args.target_params) if b is not None]
+    if sum(x is not None for x in (args.ratio, args.plan)) + len(budgets) != 1:
+        raise InputError("give exactly one of --ratio R, --target-macs F, --target-params F (choose channels) "
+                         "or --plan REPORT.json (replay)")
     start = time.perf_counter()
     try:
         result = api.prune(src, ratio=args.ratio or 0.0, importance=args.importance,
                            global_ranking=args.global_ranking, round_to=args.round_to,
                            keep=args.keep, exact=args.exact, verify=not args.no_verify,
                            max_group_ratio=args.max_group_ratio, plan=args.plan,
-                           input_shapes=_input_shapes(args))
+                           input_shapes=_input_shapes(args), calibration=args.calibration,
+                           calibration_samples=args.calibration_samples, repair=args.repair,
+                           target_macs=args.target_macs, target_params=args.target_params)
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
@@ -234,8 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help="fraction of channels to remove, in [0, 1)")
     p.add_argument("--plan", metavar="REPORT.json",
                    help="replay the kept indices of an earlier --report instead of choosing by --ratio")
-    p.add_argument("--importance", choices=CRITERIA, default="l2",
-                   help="channel importance: norm over all parameter slices of a channel (default l2)")
+    p.add_argument("--target-macs", type=float, metavar="F",
+                   help="instead of --ratio: keep at most this fraction of the MACs (channels ranked "
+                        "across groups; the report's 'budget' gives the fraction reached)")
+    p.add_argument("--target-params", type=float, metavar="F",
+                   help="instead of --ratio: keep at most this fraction of the parameters")
+    p.add_argument("--importance", choices=CRITERIA + ACTIVATION_CRITERIA,
+                   help="channel importance: l1/l2 norm over all parameter slices of a channel (default "
+                        "without calibration: l2); with --calibration 'activation' (‖W[:,j]‖·‖x_j‖, the "
+                        "output error of removing channel j; default then) or 'fluctuation' (‖W[:,j]‖·std(x_j))")
+    p.add_argument("--calibration", metavar="FILE.npz|DIR",
+                   help="calibration inputs: an .npz of arrays keyed by model input name (first axis the "
+                        "samples; token ids for text models) or a directory of them; enables activation-"
+                        "aware importance and the repair of the kept weights")
+    p.add_argument("--calibration-samples", type=int, metavar="N", help="use at most N calibration samples")
+    p.add_argument("--repair", choices=("auto",) + REPAIRS, default="auto",
+                   help="after pruning, refit what remains on the calibration data: 'lsq' (least squares "
+                        "per consumer, bias folded in; auto's choice with --calibration), 'bias' (mean "
+                        "compensation only) or 'none'; kept only if it lowers the held-out output error")
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels across groups instead of within each group")
     p.add_argument("--max-group-ratio", type=float, default=0.9,

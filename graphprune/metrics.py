@@ -20,11 +20,12 @@ def _size(graph: Graph, d) -> int:
     return max(evaluate(d, graph.symbol_values, default=1) or 0, 0)
 
 
-def node_macs(graph: Graph, node: Node) -> int:
+def node_macs(graph: Graph, node: Node, shape=None) -> int:
+    """MACs of ``node``; ``shape(tensor)`` overrides the graph's shapes (a plan's kept sizes)."""
     def _numel(shape) -> int:
         return int(np.prod([_size(graph, d) for d in shape], dtype=np.int64)) if shape else 0
 
-    shape = graph.shape
+    shape = shape or graph.shape
     if node.op == "Conv":
         w, y = shape(node.input(1)), shape(node.outputs[0])
         return _numel(y) * _numel(w[1:]) if w and y else 0

@@ -28,6 +28,7 @@ from .errors import InputError, VerificationError
 from .frontends.fx import FxModel, trace
 from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes
 from .activation_importance import ACTIVATION_CRITERIA, activation_importance, needed_statistics
+from .budget import select_for_budget
 from .calibration import split_held_out
 from .importance import CRITERIA, TORCH_CRITERIA, importance
 from .metrics import total_macs
@@ -65,6 +66,7 @@ class Calibration:
     samples: int | None = None
     repair: str = "auto"  # "auto": least squares with calibration data, else none
     recalibrate_bn: bool | None = None  # None: with calibration data
+    budget: object = None  # graphprune.budget.Budget: prune to a MACs/params fraction instead of a ratio
 
 
 def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=None, importance_name: str | None = None,
@@ -124,7 +126,7 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             analysis.pin_matching(keep)
         if exact:
             analysis.pin_approximate()
-        fallbacks, stats = 0, {}
+        fallbacks, stats, budget_outcome = 0, {}, None
         if samples and (criterion in ACTIVATION_CRITERIA or repair_mode != "none"):
             stats = collect_statistics(traced, fit, needed_statistics(analysis))
         if plan_source is not None:
@@ -136,7 +138,11 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
                 scores, fallbacks = activation_importance(analysis, stats, criterion)
             else:
                 scores = importance(analysis, criterion)
-            plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio)
+            if calibration.budget is not None:
+                plan, budget_outcome = select_for_budget(analysis, scores, calibration.budget, round_to,
+                                                         max_group_ratio)
+            else:
+                plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio)
         repair = None
         if repair_mode != "none" and plan.channels_removed:
             if repair_mode == "lsq":
@@ -178,6 +184,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     sliced = {name: axes for name, axes in emission.sliced.items() if name in traced.params}
     settings = {"ratio": ratio, "importance": criterion, "global": global_ranking, "round_to": round_to,
                 "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio, "repair": repair_mode}
+    if calibration.budget is not None:
+        settings["target_" + calibration.budget.metric] = calibration.budget.target
     if plan_source is not None:
         settings = {"plan": str(plan_source) if not isinstance(plan_source, dict) else "(report dict)"}
     report = build_report(plan, sliced, (params_before, _params(pruned)), (macs_before, total_macs(graph)),
@@ -194,6 +202,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         "noise_floor": noise,
         "seconds": round(time.perf_counter() - start, 3),
     }
+    if budget_outcome is not None:
+        report["budget"] = budget_outcome
     if calibrated is not None:
         report["calibration"] = {"samples": len(samples), "statistics_from": len(fit),
                                  "held_out": len(held_out) if held_out is not fit else 0,

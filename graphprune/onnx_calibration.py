@@ -1,0 +1,109 @@
+"""Calibration on the ONNX path: statistics from onnxruntime, repair written into initializers.
+
+Statistics: a copy of the model that also returns every needed contraction
+input is run batch by batch; each returned tensor is added to its running
+sums (:class:`graphprune.calibration.ChannelStats`) and dropped. Repair: the
+repaired constants (:mod:`graphprune.repair`) are cut like the emitted ones
+and replace the pruned model's initializers, kept only when they lower the
+held-out output error against the original model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .calibration import ChannelStats, as_rows
+from .errors import InputError
+from .repair import RepairPlan, sliced_values
+from .verify import _with_outputs, session
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+              "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+
+
+def feeds_for(sess, batch: dict, source: str = "calibration") -> dict[str, np.ndarray]:
+    """``batch`` checked against the session's inputs (every input present, ranks agree) and cast
+    to the types the model declares."""
+    feeds = {}
+    for spec in sess.get_inputs():
+        if spec.name not in batch:
+            raise InputError(f"{source} data has no array for model input '{spec.name}' "
+                             f"(it has {', '.join(sorted(batch)) or 'none'})")
+        value = np.asarray(batch[spec.name])
+        if len(spec.shape) != value.ndim:
+            raise InputError(f"{source} array '{spec.name}' has shape {list(value.shape)}, the model "
+                             f"expects rank {len(spec.shape)} ({spec.shape})")
+        dtype = _ORT_TYPES.get(spec.type)
+        feeds[spec.name] = value.astype(dtype, copy=False) if dtype is not None else value
+    return feeds
+
+
+def collect_onnx_statistics(model: onnx.ModelProto, batches: list[dict], wanted: dict[tuple[str, int], int],
+                            gram: set = frozenset()) -> dict[tuple[str, int], ChannelStats]:
+    """Running sums of every ``(tensor, axis)`` in ``wanted`` that ``model`` computes."""
+    produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
+    keys = [k for k in wanted if k[0] in produced]
+    if not keys:
+        return {}
+    names = sorted({k[0] for k in keys})
+    sess = session(_with_outputs(model, names))
+    stats = {k: ChannelStats.empty(wanted[k], k in gram) for k in keys}
+    for batch in batches:
+        values = dict(zip(names, sess.run(names, feeds_for(sess, batch))))
+        for key in keys:
+            value = values[key[0]]
+            if value.ndim <= key[1] or value.shape[key[1]] != wanted[key]:
+                continue  # a run-time size that is not the analysed one: no evidence
+            stats[key].add(as_rows(value.astype(np.float32, copy=False), key[1]))
+    return stats
+
+
+def output_error(reference_outputs: list[list[np.ndarray]], model: onnx.ModelProto, batches) -> float:
+    """``‖y − y₀‖ / ‖y₀‖`` over every float output of every batch."""
+    sess = session(model)
+    diff = norm = 0.0
+    for want, batch in zip(reference_outputs, batches):
+        got = sess.run(None, feeds_for(sess, batch))
+        for a, b in zip(got, want):
+            if not np.issubdtype(np.asarray(b).dtype, np.floating):
+                continue
+            if a.shape != b.shape:
+                return float("inf")
+            diff += float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+            norm += float(np.sum(b.astype(np.float64) ** 2))
+    return (diff / norm) ** 0.5 if norm else 0.0
+
+
+def run_all(model: onnx.ModelProto, batches) -> list[list[np.ndarray]]:
+    sess = session(model)
+    return [sess.run(None, feeds_for(sess, b)) for b in batches]
+
+
+def apply_onnx_repair(original: onnx.ModelProto, pruned: onnx.ModelProto, repair: RepairPlan | None,
+                      sliced: dict, held_out: list[dict]) -> tuple[onnx.ModelProto, dict]:
+    """The pruned model with the repair written in when it lowers the held-out error, and the
+    report section (errors before/after, what was repaired or skipped)."""
+    originals = run_all(original, held_out)
+    errors = {"pruned": output_error(originals, pruned, held_out)}
+    outcome: dict = {"output_error": errors}
+    if repair is None:
+        return pruned, outcome
+    outcome["repair"] = repair.to_dict()
+    if not repair.values:
+        return pruned, outcome
+    repaired = onnx.ModelProto()
+    repaired.CopyFrom(pruned)
+    values = sliced_values(repair, sliced)
+    for init in repaired.graph.initializer:
+        if init.name in values:
+            value = values[init.name]
+            old = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(value.astype(old.dtype).reshape(old.shape), init.name))
+    errors["repaired"] = output_error(originals, repaired, held_out)
+    if errors["repaired"] > errors["pruned"]:
+        outcome["repair"]["undone"] = "it raised the held-out output error"
+        return pruned, outcome
+    return repaired, outcome
