@@ -54,15 +54,33 @@ def call_inputs(sample, example_inputs: tuple, module: torch.nn.Module) -> tuple
 
 
 def calibration_inputs(data, example_inputs: tuple, module, limit: int | None = None) -> list[tuple]:
-    """Every calibration sample of ``data`` (an iterable or a ``DataLoader``) as call inputs."""
+    """Every batch of ``data`` (an iterable or a ``DataLoader``) as call inputs; ``limit`` counts
+    samples (rows of the batch axis), cutting the last batch short."""
     if data is None:
         return []
     if isinstance(data, (torch.Tensor, np.ndarray, dict)):
         data = [data]
-    samples = [call_inputs(s, example_inputs, module) for s in take(data, limit)]
-    if not samples:
+    take([], limit)  # validates the limit
+    batches, seen = [], 0
+    for sample in data:
+        inputs = call_inputs(sample, example_inputs, module)
+        rows = batch_rows(inputs)
+        if limit is not None and seen + rows > limit:
+            inputs = tuple(x[:limit - seen] if isinstance(x, torch.Tensor) and x.dim() else x for x in inputs)
+            rows = limit - seen
+        batches.append(inputs)
+        seen += rows
+        if limit is not None and seen >= limit:
+            break
+    if not batches:
         raise InputError("the calibration data is empty")
-    return samples
+    return batches
+
+
+def batch_rows(inputs: tuple) -> int:
+    """Samples in one batch: the first axis of its first tensor input."""
+    first = next((x for x in inputs if isinstance(x, torch.Tensor) and x.dim()), None)
+    return int(first.shape[0]) if first is not None else 1
 
 
 class _Collector(fx.Interpreter):

@@ -36,7 +36,7 @@ from .plan_io import plan_from_kept, read_plan
 from .report import build_report
 from .selection import Plan, select
 from .repair import REPAIRS, plan_repair
-from .torch_calibration import calibration_inputs, collect_statistics
+from .torch_calibration import batch_rows, calibration_inputs, collect_statistics
 from .torch_importance import torch_importance
 from .torch_repair import apply_repair
 from .verify import Verification
@@ -205,7 +205,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     if budget_outcome is not None:
         report["budget"] = budget_outcome
     if calibrated is not None:
-        report["calibration"] = {"samples": len(samples), "statistics_from": len(fit),
+        report["calibration"] = {"samples": sum(batch_rows(b) for b in samples), "batches": len(samples),
+                                 "statistics_from": len(fit),
                                  "held_out": len(held_out) if held_out is not fit else 0,
                                  "statistics": len(stats), **calibrated}
     if pruned is module and is_hf_model(module):

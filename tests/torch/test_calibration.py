@@ -136,11 +136,11 @@ def test_calibration_samples_as_loader_batches_and_dicts():
     data = _batches(4)
     labelled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.cat(data), torch.zeros(64)),
                                            batch_size=16)
-    result = graphprune.prune(model, 0.25, example_inputs=data[0], calibration=labelled, calibration_samples=3)
-    assert result.report["calibration"]["samples"] == 3
+    result = graphprune.prune(model, 0.25, example_inputs=data[0], calibration=labelled, calibration_samples=40)
+    assert result.report["calibration"]["samples"] == 40 and result.report["calibration"]["batches"] == 3
     model = TwoLinear().eval()
     result = graphprune.prune(model, 0.25, example_inputs=data[0], calibration=[{"x": b} for b in data])
-    assert result.report["calibration"]["samples"] == 4
+    assert result.report["calibration"]["samples"] == 64 and result.report["calibration"]["held_out"] == 1
 
 
 def test_calibration_mistakes_are_input_errors():
