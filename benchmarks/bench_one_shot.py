@@ -328,6 +328,33 @@ def tp_llm(model, example, ratio):
     return model
 
 
+TP_TIMEOUT = 600  # seconds: Torch-Pruning's dependency tracing of a 30-layer LLaMA can run for very long
+
+
+def tp_llm_cells(model, example, share, evaluation, base, dense_ppl) -> str:
+    """Torch-Pruning's recipe in a forked child, so that a run that does not finish is cut off."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+
+    def work():
+        try:
+            pruned = tp_llm(model, example, share)
+            ppl = perplexity(pruned, evaluation)
+            queue.put(f"{1 - decoder_params(pruned) / base:.3f} | {ppl:.2f} | {ppl / dense_ppl:.2f}")
+        except Exception as exc:
+            queue.put(f"- | FAIL {type(exc).__name__}: {str(exc)[:80]} | -")
+
+    child = ctx.Process(target=work)
+    child.start()
+    child.join(TP_TIMEOUT)
+    if child.is_alive():
+        child.kill()
+        return f"- | did not finish in {TP_TIMEOUT} s | -"
+    return queue.get() if not queue.empty() else "- | crashed | -"
+
+
 def run_smollm2(n_windows: int) -> None:
     import graphprune
 
@@ -349,17 +376,21 @@ def run_smollm2(n_windows: int) -> None:
     print("| tool | importance | repair | hidden | decoder params removed | perplexity | × dense | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     example = (calib[0][:1, :64],)
-    configs = [("torch-pruning", "l2", "-", True)]
-    configs += [("graphprune", c, r, h) for h in (False, True) for c, r in
-                (("l2", "none"), ("activation", "none"), ("activation", "lsq"), ("fluctuation", "lsq"))]
+    configs = [("graphprune", "l2", "none", False), ("graphprune", "activation", "lsq", False),
+               ("graphprune", "fluctuation", "lsq", False), ("graphprune", "fluctuation", "lsq", True)]
     total = sum(p.numel() for p in dense.parameters())
-    for share in (0.1, 0.2, 0.3):
-        for tool, criterion, repair, hidden in configs:
+    runs = [(share, config) for share in (0.1, 0.2, 0.3) for config in configs]
+    runs += [(0.2, ("torch-pruning", "l2", "-", True))]  # last: it may not finish (TP_TIMEOUT)
+    for share, (tool, criterion, repair, hidden) in runs:
+        if True:
             model = copy.deepcopy(dense)
             started = time.perf_counter()
             try:
                 if tool == "torch-pruning":
-                    model = tp_llm(model, example[0], share)
+                    cells = tp_llm_cells(model, example[0], share, evaluation, base, dense_ppl)
+                    print(f"| {tool} | {criterion} | {repair} | pruned | {cells} | "
+                          f"{time.perf_counter() - started:.0f} |", flush=True)
+                    continue
                 else:
                     uses = criterion != "l2" or repair != "none"
                     graphprune.prune(model, example_inputs=example, importance=criterion, exact=not hidden,

@@ -11,6 +11,7 @@ import numpy as np
 
 from .budget import budget_from
 from .calibration import load_npz, split_held_out, take
+from .latency import macs_for_latency
 from .channels import ChannelAnalysis, analyse
 from .emit.onnx import save_onnx, to_onnx
 from .errors import InputError, VerificationError
@@ -77,7 +78,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
           example_inputs=None, loss_fn=None, input_shapes: dict | None = None, exact: bool = False,
           calibration=None, calibration_samples: int | None = None, repair: str = "auto",
           recalibrate_bn: bool | None = None, target_macs: float | None = None,
-          target_params: float | None = None):
+          target_params: float | None = None, target_latency: float | None = None):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -124,7 +125,28 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
             this fraction of the MACs (or parameters), channels ranked globally
             (see :mod:`graphprune.budget`); ``report["budget"]`` gives the
             achieved fraction.
+        target_latency: (ONNX) keep at most this fraction of the onnxruntime
+            latency, measured at the verification shapes; met through the
+            MACs budget a secant search finds (see :mod:`graphprune.latency`).
     """
+    if target_latency is not None:
+        if _is_torch_module(model):
+            raise InputError("target_latency is measured in onnxruntime: prune the ONNX export, or give "
+                             "target_macs for a module")
+        if target_macs is not None or target_params is not None:
+            raise InputError("give one budget: --target-latency, --target-macs or --target-params")
+        source = read_model(model)
+        options = dict(ratio=ratio, importance=importance, global_ranking=global_ranking, round_to=round_to,
+                       keep=keep, max_group_ratio=max_group_ratio, input_shapes=input_shapes, exact=exact,
+                       calibration=calibration, calibration_samples=calibration_samples)
+        macs, measured = macs_for_latency(
+            lambda m: prune(source, verify=False, repair="none", target_macs=m, **options).model,
+            source, target_latency, input_shapes)
+        result = prune(source, verify=verify, tolerance=tolerance, repair=repair, target_macs=macs, **options)
+        measured["macs"] = result.report["budget"]
+        result.report["budget"] = measured
+        result.report["settings"]["target_latency"] = target_latency
+        return result
     budget = budget_from(target_macs, target_params)
     if _is_torch_module(model):
         from .torch_prune import prune_module

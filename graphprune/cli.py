@@ -67,8 +67,12 @@ def print_prune_summary(report: dict, seconds: float) -> None:
         print("MACs at: " + ", ".join(f"{k}={'x'.join(map(str, s))}" for k, s in report["macs_at"].items()))
     if report.get("budget"):
         b = report["budget"]
+        unmet = ", NOT met: every group is at --max-group-ratio" if b["metric"] != "latency" else \
+            ", NOT met in the search: the closest measured is kept"
         print(f"budget: {b['metric']} {b['achieved']:.3f} of the original (target {b['target']:g}"
-              f"{'' if b['met'] else ', NOT met: every group is at --max-group-ratio'})")
+              f"{'' if b['met'] else unmet})"
+              + (f"; measured at {b['measured_at']}, dense {b['dense_ms']} ms, MACs budget "
+                 f"{b['target_macs']:.3f}" if b["metric"] == "latency" else ""))
     calib = report.get("calibration")
     if calib:
         errors = ", ".join(f"{k} {v:.3g}" for k, v in calib["output_error"].items())
@@ -99,10 +103,10 @@ def cmd_prune(args) -> int:
     src, dst = Path(args.input), Path(args.output)
     if src.exists() and _same_file(src, dst) and not args.overwrite_input:
         raise InputError(f"{dst}: refusing to overwrite the input model (pass --overwrite-input to allow it)")
-    budgets = [b for b in (args.target_macs, args.target_params) if b is not None]
+    budgets = [b for b in (args.target_macs, args.target_params, args.target_latency) if b is not None]
     if sum(x is not None for x in (args.ratio, args.plan)) + len(budgets) != 1:
-        raise InputError("give exactly one of --ratio R, --target-macs F, --target-params F (choose channels) "
-                         "or --plan REPORT.json (replay)")
+        raise InputError("give exactly one of --ratio R, --target-macs F, --target-params F, --target-latency F "
+                         "(choose channels) or --plan REPORT.json (replay)")
     start = time.perf_counter()
     try:
         result = api.prune(src, ratio=args.ratio or 0.0, importance=args.importance,
@@ -111,7 +115,8 @@ def cmd_prune(args) -> int:
                            max_group_ratio=args.max_group_ratio, plan=args.plan,
                            input_shapes=_input_shapes(args), calibration=args.calibration,
                            calibration_samples=args.calibration_samples, repair=args.repair,
-                           target_macs=args.target_macs, target_params=args.target_params)
+                           target_macs=args.target_macs, target_params=args.target_params,
+                           target_latency=args.target_latency)
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
@@ -257,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "across groups; the report's 'budget' gives the fraction reached)")
     p.add_argument("--target-params", type=float, metavar="F",
                    help="instead of --ratio: keep at most this fraction of the parameters")
+    p.add_argument("--target-latency", type=float, metavar="F",
+                   help="instead of --ratio: keep at most this fraction of the onnxruntime CPU latency, "
+                        "measured at the verification shapes (a few pruning rounds search the MACs budget "
+                        "that meets it)")
     p.add_argument("--importance", choices=CRITERIA + ACTIVATION_CRITERIA,
                    help="channel importance: l1/l2 norm over all parameter slices of a channel (default "
                         "without calibration: l2); with --calibration 'activation' (‖W[:,j]‖·‖x_j‖, the "

@@ -142,3 +142,22 @@ def test_cli_calibration_and_budget(tmp_path, capsys):
     assert main(["prune", str(src), "-o", str(out2), "--ratio", "0.5", "--calibration", str(calib),
                  "--calibration-samples", "0"]) == 2
     assert not out2.exists()
+
+
+def test_latency_budget_searches_a_macs_budget_and_verifies(monkeypatch):
+    import graphprune.latency as latency
+
+    monkeypatch.setattr(latency, "MEASURE_SECONDS", 0.02)
+    monkeypatch.setattr(latency, "MIN_RUNS", 3)
+    torch.manual_seed(0)
+    model = _onnx(TwoLinear())
+    result = graphprune.prune(model, target_latency=0.8)
+    budget = result.report["budget"]
+    assert budget["metric"] == "latency" and budget["search"] and budget["measured_at"] == {"x": [1, 6]}
+    assert result.report["macs"][1] <= budget["target_macs"] * result.report["macs"][0] * 1.01
+    assert result.report["verification"]["status"] == "exact"
+    assert result.report["settings"]["target_latency"] == 0.8
+    with pytest.raises(InputError, match="onnxruntime"):
+        graphprune.prune(TwoLinear(), example_inputs=torch.randn(2, 6), target_latency=0.5)
+    with pytest.raises(InputError, match="one budget"):
+        graphprune.prune(model, target_latency=0.5, target_macs=0.5)
