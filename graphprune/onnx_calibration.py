@@ -2,7 +2,10 @@
 
 Statistics: a copy of the model that also returns every needed contraction
 input is run batch by batch; each returned tensor is added to its running
-sums (:class:`graphprune.calibration.ChannelStats`) and dropped. Repair: the
+sums (:class:`graphprune.calibration.ChannelStats`) and dropped. A batch is
+run in as many rows at a time as keep the returned tensors under
+``STATS_MEMORY`` (measured on a first one-row run), so a large model's
+hundreds of exposed activations fit in memory. Repair: the
 repaired constants (:mod:`graphprune.repair`) are cut like the emitted ones
 and replace the pruned model's initializers, kept only when they lower the
 held-out output error against the original model.
@@ -18,6 +21,8 @@ from .calibration import ChannelStats, as_rows
 from .errors import InputError
 from .repair import RepairPlan, sliced_values
 from .verify import _with_outputs, session
+
+STATS_MEMORY = 1 << 30  # bytes of exposed activations per onnxruntime run
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
@@ -51,13 +56,24 @@ def collect_onnx_statistics(model: onnx.ModelProto, batches: list[dict], wanted:
     names = sorted({k[0] for k in keys})
     sess = session(_with_outputs(model, names))
     stats = {k: ChannelStats.empty(wanted[k], k in gram) for k in keys}
+    chunk = None  # rows per run, sized from the first run so exposed tensors stay under STATS_MEMORY
     for batch in batches:
-        values = dict(zip(names, sess.run(names, feeds_for(sess, batch))))
-        for key in keys:
-            value = values[key[0]]
-            if value.ndim <= key[1] or value.shape[key[1]] != wanted[key]:
-                continue  # a run-time size that is not the analysed one: no evidence
-            stats[key].add(as_rows(value.astype(np.float32, copy=False), key[1]))
+        feeds = feeds_for(sess, batch)
+        rows = min((v.shape[0] for v in feeds.values() if v.ndim), default=1)
+        start = 0
+        while start < rows:
+            size = chunk or 1
+            part = {k: v[start:start + size] if v.ndim else v for k, v in feeds.items()}
+            values = dict(zip(names, sess.run(names, part)))
+            if chunk is None:
+                per_row = sum(v.nbytes for v in values.values()) / size
+                chunk = max(1, int(STATS_MEMORY // max(per_row, 1.0)))
+            for key in keys:
+                value = values[key[0]]
+                if value.ndim <= key[1] or value.shape[key[1]] != wanted[key]:
+                    continue  # a run-time size that is not the analysed one: no evidence
+                stats[key].add(as_rows(value.astype(np.float32, copy=False), key[1]))
+            start += size
     return stats
 
 
