@@ -156,9 +156,25 @@ def _set(module: nn.Module, attr: str, value, emission: TorchEmission) -> None:
         emission.restore.append(lambda: setattr(module, attr, old))
 
 
+def _weight_parameter(model: FxModel, name: str, depth: int = 6) -> str:
+    """The parameter a conv weight is computed from, when it is computed (timm's weight-standardised
+    convs reshape, normalise and reshape it back): the nearest ancestor parameter of the same shape."""
+    producers = model.graph.producers()
+    shape = model.graph.shape(name)
+    frontier = [name]
+    for _ in range(depth):
+        found = next((t for t in frontier if t in model.params and tuple(model.params[t].shape) == tuple(shape or ())),
+                     None)
+        if found or not shape:
+            return found or name
+        frontier = [i for t in frontier if t in producers for i in producers[t].inputs if i]
+    return name
+
+
 def _update_attributes(model: FxModel, emission: TorchEmission) -> None:
     """Keep leaf modules' size attributes in step with their sliced parameters."""
-    groups = {n.inputs[1]: n.attr("group", 1) for n in model.graph.nodes if n.op in ("Conv", "ConvTranspose")}
+    groups = {_weight_parameter(model, n.inputs[1]): n.attr("group", 1)
+              for n in model.graph.nodes if n.op in ("Conv", "ConvTranspose")}
     roots = {id(model.module): model.module, id(model.gm): model.gm}.values()
     seen = set()
     for root in roots:
@@ -197,6 +213,8 @@ def _current(model: FxModel, binding) -> int:
     node = binding.ir_node
     if isinstance(binding.slot, int):
         return int(np.asarray(model.graph.constants[node.inputs[binding.slot]]).reshape(-1)[binding.index])
+    if binding.index is None:
+        return int(node.attrs[binding.slot])
     return int(node.attrs[binding.slot][binding.index])
 
 

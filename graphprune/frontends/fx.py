@@ -44,11 +44,12 @@ class Untranslatable(Exception):
 @dataclass
 class Binding:
     """Element ``index`` of an IR node's constant input (or attribute) ``slot`` came from
-    the fx argument at ``path`` of ``fx_node``; ``old`` is its value at trace time."""
+    the fx argument at ``path`` of ``fx_node``; ``old`` is its value at trace time.
+    ``index`` None: the attribute is a single int (a conv's ``group``)."""
 
     ir_node: Node
     slot: int | str
-    index: int
+    index: int | None
     fx_node: fx.Node
     path: tuple
     old: int
@@ -356,7 +357,7 @@ class Translator:
     def set_shape(self, name: str, shape: tuple, dtype=None) -> None:
         self.tensors[name] = TensorInfo(tuple(int(s) for s in shape), dtype)
 
-    def bind(self, ir_node: Node, slot, index: int, path: tuple, old: int) -> None:
+    def bind(self, ir_node: Node, slot, index: int | None, path: tuple, old: int) -> None:
         self.model.bindings.append(Binding(ir_node, slot, index, self.current, path, int(old)))
 
     def pin(self, tensor, reason: str) -> None:

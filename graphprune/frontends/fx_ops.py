@@ -109,9 +109,11 @@ def _reshape(t: Translator, x: str, out: str | None = None, shape=None) -> "Node
 # -- contractions -----------------------------------------------------------------
 
 def _conv(t, x, w, b, stride, padding, dilation, groups, transposed=False, output_padding=0):
-    spatial = len(t.constants[w].shape) - 2
+    # the weight may be computed at run time (timm's weight-standardised convs): its traced shape
+    w_shape = t.constants[w].shape if w in t.constants else t.tensors[w].shape
+    spatial = len(w_shape) - 2
     attrs = {"strides": _ints(stride, spatial), "dilations": _ints(dilation, spatial),
-             "group": int(groups), "kernel_shape": list(t.constants[w].shape[2:])}
+             "group": int(groups), "kernel_shape": [int(k) for k in w_shape[2:]]}
     if isinstance(padding, str):
         attrs["auto_pad"] = "SAME_UPPER" if padding == "same" else "VALID"
     else:
@@ -119,13 +121,20 @@ def _conv(t, x, w, b, stride, padding, dilation, groups, transposed=False, outpu
         attrs["pads"] = pads + pads
     if transposed:
         attrs["output_padding"] = _ints(output_padding, spatial)
-    t.emit("ConvTranspose" if transposed else "Conv", [x, w] + ([b] if b else []), **attrs)
+    return t.emit("ConvTranspose" if transposed else "Conv", [x, w] + ([b] if b else []), **attrs)
+
+
+def _bind_groups(t, c, node, groups) -> None:
+    """A literal ``groups`` argument follows the pruned group count (depthwise convs)."""
+    if int(groups) > 1 and "groups" in c.loc and isinstance(c.get("groups"), int):
+        t.bind(node, "group", None, c.path("groups"), int(groups))
 
 
 @op("conv1d", "conv2d", "conv3d", params="input weight bias stride padding dilation groups")
 def conv(t, n, c):
-    _conv(t, c.tensor(), c.tensor("weight"), c.tensor("bias") if c.get("bias") is not None else "",
-          c.val("stride", 1), c.val("padding", 0), c.val("dilation", 1), c.val("groups", 1))
+    node = _conv(t, c.tensor(), c.tensor("weight"), c.tensor("bias") if c.get("bias") is not None else "",
+                 c.val("stride", 1), c.val("padding", 0), c.val("dilation", 1), c.val("groups", 1))
+    _bind_groups(t, c, node, c.val("groups", 1))
 
 
 @op("conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -138,9 +147,10 @@ def conv_transpose(t, n, c):
 
 @op("convolution", params="input weight bias stride padding dilation transposed output_padding groups")
 def convolution(t, n, c):
-    _conv(t, c.tensor(), c.tensor("weight"), c.tensor("bias") if c.get("bias") is not None else "",
-          c.val("stride"), c.val("padding"), c.val("dilation"), c.val("groups"),
-          transposed=c.val("transposed"), output_padding=c.val("output_padding"))
+    node = _conv(t, c.tensor(), c.tensor("weight"), c.tensor("bias") if c.get("bias") is not None else "",
+                 c.val("stride"), c.val("padding"), c.val("dilation"), c.val("groups"),
+                 transposed=c.val("transposed"), output_padding=c.val("output_padding"))
+    _bind_groups(t, c, node, c.val("groups"))
 
 
 def _linear(t, x, w, b):
