@@ -22,6 +22,8 @@ big tensor, or a ``Cast`` from float16 to float32, do not).
 
 from __future__ import annotations
 
+from collections import Counter
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,7 +107,9 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
 
     Args:
         max_elements: outputs up to this many elements always fold; larger
-            ones only when they take no more bytes than the node's inputs.
+            ones only when they take no more bytes than the inputs folding
+            frees (inputs no other node reads: a transposed copy of a tied
+            embedding would double the model's largest weight).
         keep_ops: op types never folded (e.g. ``DequantizeLinear``, so a
             quantized weight stays quantized).
         frozen: constant names treated as run-time values (overridable
@@ -118,6 +122,10 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
 
     def is_const(t: str) -> bool:
         return t in graph.constants and t not in frozen
+
+    # readers per tensor: a big input another node still reads is not freed by folding this one
+    readers = Counter(t for n in graph.nodes for t in (*n.inputs, *n.implicit_inputs) if t)
+    readers.update(graph.outputs)
 
     for node in graph.nodes:
         value, deps, reason = None, set(), None
@@ -149,7 +157,8 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
                 except Exception as exc:  # an op the reference cannot run stays in the graph
                     reason = f"reference evaluation failed ({exc.__class__.__name__})"
                 if value is not None:
-                    reason = _size_problem(value, ins, max_elements) or _type_problem(graph, node, value)
+                    freed = [v for t, v in zip(node.inputs, ins) if t and readers[t] <= 1]
+                    reason = _size_problem(value, freed, max_elements) or _type_problem(graph, node, value)
                     if reason:
                         value = None
                 deps = set().union(*(graph.folded.get(t, set()) for t in node.inputs if t))
@@ -158,6 +167,9 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
             if reason:
                 result.skipped.append({"node": node.name, "op": node.op, "reason": reason})
             continue
+        for t in node.inputs:
+            if t:
+                readers[t] -= 1
         for name, v in zip(node.outputs, value):
             if name:
                 graph.constants[name] = v
@@ -211,11 +223,12 @@ def _static_entries(graph: Graph, shape_node: Node, node: Node):
     return [value], {(x, int(a)) for a in np.asarray(picked).reshape(-1)}
 
 
-def _size_problem(value, ins, max_elements: int) -> str | None:
+def _size_problem(value, freed, max_elements: int) -> str | None:
     big = [v for v in value if v.size > max_elements]
-    if big and _nbytes(value) > _nbytes(ins):
+    if big and _nbytes(value) > _nbytes(freed):
         return (f"output of {big[0].size} elements exceeds max_elements={max_elements} "
-                f"and its inputs' size ({_nbytes(value)} > {_nbytes(ins)} bytes)")
+                f"and what folding frees ({_nbytes(value)} > {_nbytes(freed)} bytes of inputs no other "
+                "node reads)")
     return None
 
 

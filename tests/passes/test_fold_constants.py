@@ -51,6 +51,22 @@ def test_weight_transpose_and_cast_fold_and_free_the_source():
     assert result.details["constants"]["orphans_removed"] == 2
 
 
+def test_a_tied_weight_is_not_copied_by_folding_its_transpose():
+    """The embedding read by Gather and, transposed, by the output MatMul (a tied LM head, as
+    torch.export writes it): folding the Transpose would store the biggest weight twice."""
+    w = np.random.default_rng(0).standard_normal((700, 400)).astype(np.float32)
+    proto = make([helper.make_node("Gather", ["w", "ids"], ["e"], axis=0),
+                  helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+                  helper.make_node("MatMul", ["e", "wt"], ["y"])],
+                 [vi("ids", [2], onnx.TensorProto.INT64)], [vi("y", [2, 700])], [const("w", w)])
+    graph = load_onnx(proto)
+    assert ops(graph) == ["Gather", "Transpose", "MatMul"] and "wt" not in graph.constants
+    untied = make([helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+                   helper.make_node("MatMul", ["x", "wt"], ["y"])],
+                  [vi("x", [2, 400])], [vi("y", [2, 700])], [const("w", w)])
+    assert ops(load_onnx(untied)) == ["MatMul"]  # the only reader: folding frees the source
+
+
 @pytest.mark.parametrize("op, extra", [("ConstantOfShape", []), ("Tile", ["reps"])])
 def test_size_cap(op, extra):
     """A fold that would grow the file stays (with its reason) unless the cap is raised."""
