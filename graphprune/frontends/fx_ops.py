@@ -344,12 +344,19 @@ def sdpa(t, n, c):
 
 # -- normalisation ----------------------------------------------------------------
 
-def _batch_norm(t, x, weight, bias, mean, var, eps, channels):
+def _batch_norm(t, x, weight, bias, mean, var, eps, channels, batch_stats=False):
     ones = weight or t.constant(np.ones(channels, np.float32), "ones")
     zeros = bias or t.constant(np.zeros(channels, np.float32), "zeros")
-    if mean is None or var is None:  # batch statistics: still per channel
+    if mean is None or var is None:
+        batch_stats = True
         mean = t.constant(np.zeros(channels, np.float32), "mean")
         var = t.constant(np.ones(channels, np.float32), "var")
+    if batch_stats:
+        # statistics per channel over every other axis: those axes must keep all their elements
+        # (timm's weight standardisation runs batch_norm over a weight's input channels)
+        for axis in range(len(t.tensors[x].shape) if x in t.tensors else 0):
+            if axis != 1:
+                t.pin((x, axis), "batch_norm with batch statistics reduces over this axis")
     t.emit("BatchNormalization", [x, ones, zeros, mean, var], epsilon=float(eps))
 
 
@@ -357,7 +364,7 @@ def _batch_norm(t, x, weight, bias, mean, var, eps, channels):
 def batch_norm(t, n, c):
     opt = lambda k: c.tensor(k) if c.get(k) is not None else None  # noqa: E731
     _batch_norm(t, c.tensor(), opt("weight"), opt("bias"), opt("running_mean"), opt("running_var"),
-                c.val("eps", 1e-5), t.shape(c.get("input"))[1])
+                c.val("eps", 1e-5), t.shape(c.get("input"))[1], batch_stats=bool(c.val("training", False)))
 
 
 @op("layer_norm", params="input normalized_shape weight bias eps")
