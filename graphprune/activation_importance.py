@@ -11,7 +11,12 @@ output projection of a head, the down projection of an FFN unit):
   no repair;
 * ``fluctuation``: ``Var[x_j]`` — FLAP's criterion, the error left once the
   channel's mean ``E[x_j]·W[:, j]`` is folded into the consumer's bias
-  (:mod:`graphprune.repair`).
+  (:mod:`graphprune.repair`);
+* ``reconstruction``: ``1 / (Σ⁻¹)_jj`` — the error left once the other
+  channels are re-fitted by least squares (Optimal Brain Surgeon with the
+  input covariance ``Σ`` as Hessian): a channel the others predict well is
+  cheap to remove even when it is large. Needs the Gram matrices, so it is
+  computed where they were gathered and falls back to ``Var[x_j]`` elsewhere.
 
 Statistics come from :mod:`graphprune.calibration`. Groups no contraction
 with a constant weight reads (only convolution groups, say) fall back to the
@@ -29,7 +34,8 @@ from .channels import ChannelAnalysis
 from .channels.dims import Contraction
 from .importance import _per_slice, group_importance
 
-ACTIVATION_CRITERIA = ("activation", "fluctuation")
+ACTIVATION_CRITERIA = ("activation", "fluctuation", "reconstruction")
+RIDGE = 1e-4  # relative to the mean variance, as in the least-squares repair
 
 
 def contraction_weight(graph, producers: dict, c: Contraction) -> tuple[str, int, int | None] | None:
@@ -52,6 +58,18 @@ def contraction_weight(graph, producers: dict, c: Contraction) -> tuple[str, int
     if weight.dtype.kind != "f" or weight.ndim < 2:
         return None
     return name, in_axis, out_axis
+
+
+def _spread(st: ChannelStats, criterion: str) -> np.ndarray:
+    """The per-channel factor of the removal error (see the module docstring)."""
+    if criterion == "activation":
+        return st.second_moment
+    if criterion == "reconstruction" and st.gram is not None:
+        cov = st.moments(centred=True)
+        ridge = RIDGE * max(float(np.mean(np.diag(cov))), 1e-12)
+        inverse = np.linalg.inv(cov + ridge * np.eye(len(cov)))
+        return 1.0 / np.maximum(np.diag(inverse), 1e-30)
+    return st.variance
 
 
 def needed_statistics(analysis: ChannelAnalysis) -> dict[tuple[str, int], int]:
@@ -77,7 +95,7 @@ def activation_importance(analysis: ChannelAnalysis, stats: dict[tuple[str, int]
             continue
         name, in_axis, _ = found
         column_energy = _per_slice(graph.constants[name], in_axis, "l2")
-        spread = st.variance if criterion == "fluctuation" else st.second_moment
+        spread = _spread(st, criterion)
         error = np.bincount(group.channels[c.dim], weights=column_energy * spread, minlength=group.size)
         errors[group.id] = error if errors[group.id] is None else errors[group.id] + error
     scores, fallbacks = {}, 0

@@ -90,7 +90,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
             channel; for modules also ``"taylor"`` (``Σ|w·∂L/∂w|``, with
             ``loss_fn(output)``) and ``"bn_scale"`` (``|γ|``, network slimming);
             with calibration data ``"activation"`` (``‖W[:, j]‖·‖x_j‖``, the
-            default then) and ``"fluctuation"`` (``‖W[:, j]‖·std(x_j)``), see
+            default then), ``"fluctuation"`` (``‖W[:, j]‖·std(x_j)``) and
+            ``"reconstruction"`` (the error a least-squares refit leaves), see
             :mod:`graphprune.activation_importance`. Default: ``"l2"``.
         global_ranking: rank channels across groups instead of per group.
         round_to: keep a multiple of this many channels per group.

@@ -128,7 +128,9 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             analysis.pin_approximate()
         fallbacks, stats, budget_outcome = 0, {}, None
         if samples and (criterion in ACTIVATION_CRITERIA or repair_mode != "none"):
-            stats = collect_statistics(traced, fit, needed_statistics(analysis))
+            wanted = needed_statistics(analysis)
+            stats = collect_statistics(traced, fit, wanted,
+                                       gram=set(wanted) if criterion == "reconstruction" else frozenset())
         if plan_source is not None:
             plan = plan_from_kept(analysis, read_plan(plan_source), target="torch")
         else:
@@ -145,7 +147,7 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
                 plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio)
         repair = None
         if repair_mode != "none" and plan.channels_removed:
-            if repair_mode == "lsq":
+            if repair_mode == "lsq" and criterion != "reconstruction":  # else every Gram is there
                 pruned_inputs = {(c.tensor, c.axis) for c in analysis.table.contractions
                                  if plan.kept(c.dim) is not None and (c.tensor, c.axis) in stats}
                 stats.update(collect_statistics(traced, fit, {k: len(stats[k].total) for k in pruned_inputs},

@@ -68,7 +68,9 @@ class PruneChannels(Pass):
             raise InputError(f"importance '{self.importance}' / repair '{self.repair}' needs calibration data "
                              "(--calibration FILE.npz)")
         model = to_onnx(graph) if needs_stats else None
-        stats = collect_onnx_statistics(model, self.calibration, needed_statistics(analysis)) if model else {}
+        wanted = needed_statistics(analysis)
+        gram = set(wanted) if self.importance == "reconstruction" else frozenset()
+        stats = collect_onnx_statistics(model, self.calibration, wanted, gram) if model else {}
         self.statistics = len(stats)
         if self.replay is not None:
             self.plan = plan_from_kept(analysis, self.replay)
@@ -85,7 +87,7 @@ class PruneChannels(Pass):
                 self.plan = select(analysis, scores, self.ratio, self.global_ranking, self.round_to,
                                    self.max_group_ratio)
         if self.repair != "none" and self.plan.channels_removed:
-            if self.repair == "lsq":
+            if self.repair == "lsq" and not gram:  # with reconstruction importance every Gram is there
                 pruned_inputs = {(c.tensor, c.axis) for c in analysis.table.contractions
                                  if self.plan.kept(c.dim) is not None and (c.tensor, c.axis) in stats}
                 stats.update(collect_onnx_statistics(model, self.calibration,

@@ -156,3 +156,31 @@ def test_calibration_mistakes_are_input_errors():
         graphprune.prune(model, 0.5, example_inputs=x, calibration=[torch.randn(6)])
     with pytest.raises(InputError, match="empty"):
         graphprune.prune(model, 0.5, example_inputs=x, calibration=[])
+
+
+def test_reconstruction_importance_removes_the_channel_others_predict():
+    """Hidden channels 0 and 1 are copies (large), the rest independent (small): the
+    reconstruction criterion (OBS, 1/Σ⁻¹_jj) removes a copy, which least squares then restores;
+    the activation criterion removes the smallest channel instead."""
+    torch.manual_seed(0)
+    data = [torch.randn(64, 12) for _ in range(4)]
+    copy_row = 3 * torch.eye(12)[0]
+    outcome = {}
+    for criterion in ("reconstruction", "activation"):
+        model = nn.Sequential(nn.Linear(12, 12), nn.Linear(12, 4)).eval()
+        with torch.no_grad():
+            model[0].weight.copy_(torch.eye(12) * torch.linspace(0.2, 1.0, 12)[:, None])
+            model[0].weight[0] = model[0].weight[1] = copy_row
+            model[0].bias.zero_()
+            model[1].weight.fill_(0.5)  # every column the same size: activation ranks by the input alone
+        result = graphprune.prune(model, 1 / 12, example_inputs=data[0], calibration=data, importance=criterion,
+                                  repair="lsq")
+        copies = sum(torch.equal(r, copy_row) for r in model[0].weight)
+        smallest = torch.eye(12)[2] * torch.linspace(0.2, 1.0, 12)[2]
+        smallest_kept = any(torch.allclose(r, smallest) for r in model[0].weight)
+        outcome[criterion] = (copies, smallest_kept, result.report["calibration"]["output_error"])
+    copies, smallest_kept, errors = outcome["reconstruction"]
+    assert copies == 1 and smallest_kept
+    assert errors["repaired"] < 1e-3  # the removed copy is restored from its twin
+    copies, smallest_kept, _ = outcome["activation"]
+    assert copies == 2 and not smallest_kept
