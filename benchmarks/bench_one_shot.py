@@ -376,10 +376,11 @@ def run_smollm2(n_windows: int) -> None:
     print("| tool | importance | repair | hidden | decoder params removed | perplexity | × dense | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     example = (calib[0][:1, :64],)
-    configs = [("graphprune", "l2", "none", False), ("graphprune", "activation", "lsq", False),
-               ("graphprune", "fluctuation", "lsq", False), ("graphprune", "fluctuation", "lsq", True)]
+    configs = [("graphprune", "activation", "lsq", False), ("graphprune", "reconstruction", "lsq", False),
+               ("graphprune", "reconstruction", "lsq", True)]
     total = sum(p.numel() for p in dense.parameters())
-    runs = [(share, config) for share in (0.1, 0.2, 0.3) for config in configs]
+    runs = [(0.2, ("graphprune", "l2", "none", False))]  # weight norms, no calibration: the baseline
+    runs += [(share, config) for share in (0.1, 0.2, 0.3) for config in configs]
     runs += [(0.2, ("torch-pruning", "l2", "-", True))]  # last: it may not finish (TP_TIMEOUT)
     for share, (tool, criterion, repair, hidden) in runs:
         if True:
