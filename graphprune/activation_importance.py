@@ -35,6 +35,8 @@ from .channels.dims import Contraction
 from .importance import _per_slice, group_importance
 
 ACTIVATION_CRITERIA = ("activation", "fluctuation", "reconstruction")
+AUTO = "auto"  # the default with calibration data: reconstruction when its Gram matrices fit GRAM_BUDGET
+GRAM_BUDGET = 2 << 30  # bytes of float64 Gram matrices the default criterion may gather
 RIDGE = 1e-4  # relative to the mean variance, as in the least-squares repair
 
 
@@ -70,6 +72,17 @@ def _spread(st: ChannelStats, criterion: str) -> np.ndarray:
         inverse = np.linalg.inv(cov + ridge * np.eye(len(cov)))
         return 1.0 / np.maximum(np.diag(inverse), 1e-30)
     return st.variance
+
+
+def default_criterion(wanted: dict[tuple[str, int], int], repair: str) -> str:
+    """The criterion that measures the error the chosen repair leaves: ``activation`` with no
+    repair, ``fluctuation`` with bias compensation, ``reconstruction`` with least squares (the
+    best one-shot ranking measured) when the Gram matrices of every contraction input fit in
+    ``GRAM_BUDGET``, else ``activation`` (per-channel sums only)."""
+    if repair == "bias":
+        return "fluctuation"
+    gram_bytes = sum(8 * size * size for size in wanted.values())
+    return "reconstruction" if repair == "lsq" and gram_bytes <= GRAM_BUDGET else "activation"
 
 
 def needed_statistics(analysis: ChannelAnalysis) -> dict[tuple[str, int], int]:

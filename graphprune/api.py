@@ -9,6 +9,7 @@ import onnx
 
 import numpy as np
 
+from .activation_importance import AUTO
 from .budget import budget_from
 from .calibration import load_npz, split_held_out, take
 from .latency import macs_for_latency
@@ -92,7 +93,10 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
             with calibration data ``"activation"`` (``‖W[:, j]‖·‖x_j‖``, the
             default then), ``"fluctuation"`` (``‖W[:, j]‖·std(x_j)``) and
             ``"reconstruction"`` (the error a least-squares refit leaves), see
-            :mod:`graphprune.activation_importance`. Default: ``"l2"``.
+            :mod:`graphprune.activation_importance`. Default: ``"l2"``; with
+            calibration data the criterion matching ``repair`` (none:
+            activation, bias: fluctuation, lsq: reconstruction when its Gram
+            matrices fit in 2 GB, else activation).
         global_ranking: rank channels across groups instead of per group.
         round_to: keep a multiple of this many channels per group.
         keep: regex; groups touching a matching node or tensor name are not pruned.
@@ -159,7 +163,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
                             Calibration(calibration, calibration_samples, repair, recalibrate_bn, budget))
     batches = onnx_calibration_batches(calibration, calibration_samples)
     fit, held_out = split_held_out(batches)
-    importance = importance or ("activation" if batches else "l2")
+    importance = importance or (AUTO if batches else "l2")
     repair = repair if repair != "auto" else ("lsq" if batches else "none")
     if repair not in REPAIRS:
         raise InputError(f"unknown repair '{repair}': choose one of auto, {', '.join(REPAIRS)}")
@@ -178,7 +182,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
     pruned = to_onnx(graph)
     verification = (verify_prune(source, pruned, step.plan, tolerance, input_shapes=input_shapes) if verify
                     else Verification("skipped", tolerance=tolerance))
-    settings = {"ratio": ratio, "importance": importance, "global": global_ranking,
+    settings = {"ratio": ratio, "importance": step.importance, "global": global_ranking,
                 "round_to": round_to, "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio,
                 "repair": repair}
     if budget is not None:

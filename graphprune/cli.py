@@ -268,10 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "that meets it)")
     p.add_argument("--importance", choices=CRITERIA + ACTIVATION_CRITERIA,
                    help="channel importance: l1/l2 norm over all parameter slices of a channel (default "
-                        "without calibration: l2); with --calibration 'activation' (‖W[:,j]‖·‖x_j‖, the "
-                        "output error of removing channel j; default then), 'fluctuation' (‖W[:,j]‖·std(x_j), what bias "
-                        "compensation leaves) or 'reconstruction' (what a least-squares refit leaves, 1/Σ⁻¹_jj; "
-                        "best with --repair lsq, needs a channels² Gram matrix per contraction input)")
+                        "without calibration: l2); with --calibration (default: the one matching --repair) "
+                        "'activation' (‖W[:,j]‖·‖x_j‖, the output error of removing channel j; repair none), "
+                        "'fluctuation' (‖W[:,j]‖·std(x_j), what bias "
+                        "compensation leaves; repair bias) or 'reconstruction' (what a least-squares refit leaves, "
+                        "1/Σ⁻¹_jj; repair lsq, when its channels² Gram matrices fit in 2 GB, else activation)")
     p.add_argument("--calibration", metavar="FILE.npz|DIR",
                    help="calibration inputs: an .npz of arrays keyed by model input name (first axis the "
                         "samples; token ids for text models) or a directory of them; enables activation-"

@@ -27,7 +27,8 @@ from .emit.torch import emit_torch, repair_attributes, stale_attributes
 from .errors import InputError, VerificationError
 from .frontends.fx import FxModel, trace
 from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes
-from .activation_importance import ACTIVATION_CRITERIA, activation_importance, needed_statistics
+from .activation_importance import (ACTIVATION_CRITERIA, AUTO, activation_importance, default_criterion,
+                                   needed_statistics)
 from .budget import select_for_budget
 from .calibration import split_held_out
 from .importance import CRITERIA, TORCH_CRITERIA, importance
@@ -78,8 +79,8 @@ def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=Non
         raise InputError("pruning an nn.Module needs example_inputs (a tensor or tuple of tensors)")
     calibration = calibration or Calibration()
     if importance_name is None:
-        importance_name = "activation" if calibration.data is not None else "l2"
-    known = CRITERIA + TORCH_CRITERIA + ACTIVATION_CRITERIA
+        importance_name = AUTO if calibration.data is not None else "l2"
+    known = CRITERIA + TORCH_CRITERIA + ACTIVATION_CRITERIA + (AUTO,)
     if importance_name not in known:
         raise InputError(f"unknown importance '{importance_name}': choose one of {', '.join(known)}")
     if importance_name in ACTIVATION_CRITERIA and calibration.data is None:
@@ -127,6 +128,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         if exact:
             analysis.pin_approximate()
         fallbacks, stats, budget_outcome = 0, {}, None
+        if criterion == AUTO:
+            criterion = default_criterion(needed_statistics(analysis), repair_mode) if samples else "l2"
         if samples and (criterion in ACTIVATION_CRITERIA or repair_mode != "none"):
             wanted = needed_statistics(analysis)
             stats = collect_statistics(traced, fit, wanted,

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphprune.activation_importance import ACTIVATION_CRITERIA, activation_importance, needed_statistics
+from graphprune.activation_importance import (ACTIVATION_CRITERIA, AUTO, activation_importance,
+                                               default_criterion, needed_statistics)
 from graphprune.budget import budget_from, select_for_budget
 from graphprune.channels import analyse
 from graphprune.channels.apply import apply_plan
@@ -63,6 +64,9 @@ class PruneChannels(Pass):
             analysis.pin_matching(self.keep)
         if self.exact:
             analysis.pin_approximate()
+        if self.importance == AUTO:
+            self.importance = (default_criterion(needed_statistics(analysis), self.repair) if self.calibration
+                               else "l2")
         needs_stats = self.importance in ACTIVATION_CRITERIA or self.repair != "none"
         if needs_stats and not self.calibration:
             raise InputError(f"importance '{self.importance}' / repair '{self.repair}' needs calibration data "
