@@ -143,6 +143,7 @@ def run_digits(epochs: int) -> None:
     configs = [("torch-pruning", c, None) for c in ("l1", "l2", "bn_scale", "taylor")]
     configs += [("graphprune", c, "none") for c in ("l1", "l2", "bn_scale")]
     configs += [("graphprune", c, r) for c in ("activation", "fluctuation") for r in ("none", "bias", "lsq")]
+    configs += [("graphprune", "reconstruction", "lsq")]
     print(f"| tool | importance | repair | {' | '.join(f'{f}× fewer MACs: acc (MACs kept)' for f in (2, 4))} | seconds |")
     print("|---|---|---|---|---|---|")
     for tool, criterion, repair in configs:
@@ -151,7 +152,7 @@ def run_digits(epochs: int) -> None:
             if tool == "torch-pruning":
                 prune_at = lambda r: tp_prune(dense, example, r, criterion, calib_x, calib_y)  # noqa: E731
             else:
-                needs_calib = criterion in ("activation", "fluctuation") or repair != "none"
+                needs_calib = criterion in ("activation", "fluctuation", "reconstruction") or repair != "none"
                 prune_at = lambda r: gp_prune(dense, example, r, criterion,  # noqa: E731
                                               calib if needs_calib else None, repair)
             found = search_ratio(prune_at, lambda res: macs_of(res[0], example), dense_macs / factor)
@@ -263,7 +264,7 @@ def run_minilm() -> None:
     configs = [("torch-pruning", "l1", "-"), ("torch-pruning", "l2", "-")]
     configs += [("graphprune", c, r) for c, r in (("l2", "none"), ("activation", "none"), ("activation", "bias"),
                                                   ("activation", "lsq"), ("fluctuation", "bias"),
-                                                  ("fluctuation", "lsq"))]
+                                                  ("fluctuation", "lsq"), ("reconstruction", "lsq"))]
     for ratio in (0.25, 0.5):
         for tool, criterion, repair in configs:
             model = copy.deepcopy(dense)
