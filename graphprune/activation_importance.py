@@ -25,8 +25,6 @@ L2 weight norm and are counted.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
 from .calibration import ChannelStats
@@ -98,19 +96,22 @@ def activation_importance(analysis: ChannelAnalysis, stats: dict[tuple[str, int]
     """Scores per prunable group (see the module docstring) and how many groups fell back to L2."""
     graph, table = analysis.graph, analysis.table
     producers = table.producers
-    errors: dict[int, np.ndarray] = defaultdict(lambda: None)
+    errors: dict[int, np.ndarray] = {}
+    spreads: dict[tuple[str, int], np.ndarray] = {}  # one per input tensor: q, k and v share theirs
     prunable = {g.id: g for g in analysis.prunable_groups()}
     for c in table.contractions:
         group = prunable.get(int(analysis.group_of[c.dim]))
         found = contraction_weight(graph, producers, c)
-        st = stats.get((c.tensor, c.axis))
+        key = (c.tensor, c.axis)
+        st = stats.get(key)
         if group is None or found is None or st is None or st.count == 0:
             continue
         name, in_axis, _ = found
         column_energy = _per_slice(graph.constants[name], in_axis, "l2")
-        spread = _spread(st, criterion)
-        error = np.bincount(group.channels[c.dim], weights=column_energy * spread, minlength=group.size)
-        errors[group.id] = error if errors[group.id] is None else errors[group.id] + error
+        if key not in spreads:
+            spreads[key] = _spread(st, criterion)
+        error = np.bincount(group.channels[c.dim], weights=column_energy * spreads[key], minlength=group.size)
+        errors[group.id] = errors[group.id] + error if group.id in errors else error
     scores, fallbacks = {}, 0
     for gid, group in prunable.items():
         if errors.get(gid) is not None:
