@@ -37,6 +37,7 @@ class Verification:
     tolerance: float = 1e-4
     message: str = ""
     shapes: list = field(default_factory=list)  # the input shapes of each run
+    noise_floor: float = 0.0  # the oracle's own float rounding on these inputs (see compare)
 
     @property
     def ok(self) -> bool:
@@ -45,15 +46,19 @@ class Verification:
     def to_dict(self) -> dict:
         return {"status": self.status, "max_relative_error": self.max_relative_error,
                 "tolerance": self.tolerance, "outputs": self.outputs, "message": self.message,
+                "noise_floor": self.noise_floor,
                 "shapes": self.shapes}
 
 
-def session(model: onnx.ModelProto):
-    """An onnxruntime session; models over 2 GB go through a temporary file."""
+def session(model: onnx.ModelProto, optimize: bool = True):
+    """An onnxruntime session; models over 2 GB go through a temporary file. ``optimize=False``
+    runs the graph as written (no fusions): other rounding, the same function."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # errors reach the user through our own messages
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except ValueError:  # protobuf refuses to serialise over 2 GB
@@ -217,8 +222,11 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
     runs = _run_reference(ref, plan, seed)
     ref_names = [o.name for o in ref.get_outputs()]
     cand_inputs = {i.name for i in cand.get_inputs()}
+    noise = 0.0 if approximate else _noise_floor(reference, internal, runs[0])
+    tolerance = max(tolerance, NOISE_MARGIN * noise)
     result = Verification("approximate" if approximate else "exact", tolerance=tolerance,
-                          shapes=[{k: list(v) for k, v in shapes.items()} for shapes, _, _ in runs])
+                          shapes=[{k: list(v) for k, v in shapes.items()} for shapes, _, _ in runs],
+                          noise_floor=noise)
     for shapes, feeds, expected in runs:
         try:
             actual = dict(zip([o.name for o in cand.get_outputs()],
@@ -253,6 +261,28 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
                                   f"(relative; tolerance {limit:g}; inputs {shapes})")
                 return result
     return result
+
+
+NOISE_MARGIN = 16  # a correct prune stays within this many times the oracle's own float rounding
+
+
+def _noise_floor(reference: onnx.ModelProto, internal: dict, run) -> float:
+    """How far the oracle is from itself when onnxruntime rounds differently (graph run as
+    written, no fusions): the float32 rounding a correct prune's changed summation order
+    also shows. Deep models (30-layer LLMs) reach 1e-4 at their outputs this way; a fixed
+    tolerance would reject correct prunes. 0.0 when both runs agree or the check fails.
+    """
+    try:
+        plain = session(_with_outputs(reference, list(internal)), optimize=False)
+        _, feeds, expected = run
+        got = plain.run(None, feeds)
+    except Exception:
+        return 0.0
+    worst = 0.0
+    for a, e in zip(got, expected):
+        if np.asarray(e).dtype.kind == "f" and np.shape(a) == np.shape(e):
+            worst = max(worst, relative_error(e, a))
+    return worst if np.isfinite(worst) else 0.0
 
 
 def _slice_kept(value: np.ndarray, kept_per_axis: list) -> np.ndarray:

@@ -79,6 +79,8 @@ def test_bad_ratio_is_an_input_error(resnet, ratio):
 def test_oracle_detects_a_wrong_model(resnet):
     """The check has teeth: perturb one kept weight of the pruned model and it fails."""
     result = graphprune.prune(resnet, ratio=0.5)
+    # the oracle's own rounding (fused vs unfused run) stays far below the tolerance it may widen
+    assert 0.0 <= result.verification.noise_floor < 1e-5 and result.verification.tolerance == 1e-4
     broken = onnx.ModelProto()
     broken.CopyFrom(result.model)
     name = next(iter(result.report["initializers"]))
