@@ -72,15 +72,18 @@ def _spread(st: ChannelStats, criterion: str) -> np.ndarray:
     return st.variance
 
 
-def default_criterion(wanted: dict[tuple[str, int], int], repair: str) -> str:
+def default_criterion(wanted: dict[tuple[str, int], int], repair: str, reconstruction: bool = True) -> str:
     """The criterion that measures the error the chosen repair leaves: ``activation`` with no
     repair, ``fluctuation`` with bias compensation, ``reconstruction`` with least squares (the
     best one-shot ranking measured) when the Gram matrices of every contraction input fit in
-    ``GRAM_BUDGET``, else ``activation`` (per-channel sums only)."""
+    ``GRAM_BUDGET``, else ``activation`` (per-channel sums only). ``reconstruction=False``
+    (the ONNX path, whose float32 oracle cannot yet bound the rounding of the large
+    activations an unrepaired reconstruction plan leaves in deep models) keeps activation."""
     if repair == "bias":
         return "fluctuation"
     gram_bytes = sum(8 * size * size for size in wanted.values())
-    return "reconstruction" if repair == "lsq" and gram_bytes <= GRAM_BUDGET else "activation"
+    fits = reconstruction and gram_bytes <= GRAM_BUDGET
+    return "reconstruction" if repair == "lsq" and fits else "activation"
 
 
 def needed_statistics(analysis: ChannelAnalysis) -> dict[tuple[str, int], int]:

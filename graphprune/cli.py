@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'activation' (‖W[:,j]‖·‖x_j‖, the output error of removing channel j; repair none), "
                         "'fluctuation' (‖W[:,j]‖·std(x_j), what bias "
                         "compensation leaves; repair bias) or 'reconstruction' (what a least-squares refit leaves, "
-                        "1/Σ⁻¹_jj; repair lsq, when its channels² Gram matrices fit in 2 GB, else activation)")
+                        "1/Σ⁻¹_jj; needs channels² Gram matrices; on ONNX give it explicitly, the lsq default here is "
+                        "activation)")
     p.add_argument("--calibration", metavar="FILE.npz|DIR",
                    help="calibration inputs: an .npz of arrays keyed by model input name (first axis the "
                         "samples; token ids for text models) or a directory of them; enables activation-"

@@ -65,8 +65,8 @@ class PruneChannels(Pass):
         if self.exact:
             analysis.pin_approximate()
         if self.importance == AUTO:
-            self.importance = (default_criterion(needed_statistics(analysis), self.repair) if self.calibration
-                               else "l2")
+            self.importance = (default_criterion(needed_statistics(analysis), self.repair, reconstruction=False)
+                               if self.calibration else "l2")
         needs_stats = self.importance in ACTIVATION_CRITERIA or self.repair != "none"
         if needs_stats and not self.calibration:
             raise InputError(f"importance '{self.importance}' / repair '{self.repair}' needs calibration data "

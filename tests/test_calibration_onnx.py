@@ -70,7 +70,7 @@ def test_onnx_least_squares_recovers_combinations_of_kept_channels():
     result = graphprune.prune(model, 0.5, calibration=data, repair="lsq")
     calib = result.report["calibration"]
     assert result.report["verification"]["status"] == "exact"
-    assert result.report["settings"]["importance"] == "reconstruction"  # the default: its Grams fit
+    assert result.report["settings"]["importance"] == "activation"  # the ONNX default with lsq
     assert calib["held_out"] == 2 and calib["output_error"]["pruned"] > 0.1
     assert calib["output_error"]["repaired"] < 5e-3  # the ridge (1e-4 of the mean variance) only
     x = data[0]["x"]
