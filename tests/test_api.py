@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
@@ -135,3 +136,29 @@ def test_bad_plans_are_refused_with_the_tensor_named(resnet):
     broken = {n: {a: (k[1:] if n != name else k) for a, k in ax.items()} for n, ax in other.items()}
     with pytest.raises(graphprune.PlanError, match="disagree"):
         graphprune.prune(resnet, plan={"initializers": broken})
+
+
+def test_the_oracle_runs_in_float64_for_its_noise_floor():
+    """as_float64 widens every float32 tensor (initializers, Cast targets, declared types): the
+    same function at double precision, which the ONNX oracle's noise floor is measured against
+    (onnxruntime has no double Conv on CPU: CNNs fall back to a run without fusions)."""
+    from onnx import TensorProto, helper
+
+    from graphprune.verify import as_float64, session
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Cast", ["r"], ["c"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["c", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    wide = as_float64(model)
+    assert all(t.data_type == TensorProto.DOUBLE for t in wide.graph.initializer)
+    assert wide.graph.node[2].attribute[0].i == TensorProto.DOUBLE
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    narrow_out = session(model).run(None, {"x": x})[0]
+    wide_out = session(wide).run(None, {"x": x.astype(np.float64)})[0]
+    assert wide_out.dtype == np.float64
+    assert 0 < np.abs(wide_out - narrow_out).max() < 1e-4 * np.abs(wide_out).max()
