@@ -156,10 +156,11 @@ def _set(module: nn.Module, attr: str, value, emission: TorchEmission) -> None:
         emission.restore.append(lambda: setattr(module, attr, old))
 
 
-def _weight_parameter(model: FxModel, name: str, depth: int = 6) -> str:
+def _weight_parameter(model: FxModel, producers: dict, name: str, depth: int = 6) -> str:
     """The parameter a conv weight is computed from, when it is computed (timm's weight-standardised
     convs reshape, normalise and reshape it back): the nearest ancestor parameter of the same shape."""
-    producers = model.graph.producers()
+    if name in model.params:
+        return name
     shape = model.graph.shape(name)
     frontier = [name]
     for _ in range(depth):
@@ -173,7 +174,8 @@ def _weight_parameter(model: FxModel, name: str, depth: int = 6) -> str:
 
 def _update_attributes(model: FxModel, emission: TorchEmission) -> None:
     """Keep leaf modules' size attributes in step with their sliced parameters."""
-    groups = {_weight_parameter(model, n.inputs[1]): n.attr("group", 1)
+    producers = model.graph.producers()
+    groups = {_weight_parameter(model, producers, n.inputs[1]): n.attr("group", 1)
               for n in model.graph.nodes if n.op in ("Conv", "ConvTranspose")}
     roots = {id(model.module): model.module, id(model.gm): model.gm}.values()
     seen = set()
