@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import onnx
-
 import numpy as np
+import onnx
 
 from .activation_importance import AUTO
 from .budget import budget_from
-from .calibration import load_npz, split_held_out, take
+from .calibration import calibration_report, load_npz, split_held_out, take
 from .latency import macs_for_latency
 from .channels import ChannelAnalysis, analyse
 from .emit.onnx import save_onnx, to_onnx
@@ -201,10 +200,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
     if step.budget_outcome is not None:
         report["budget"] = step.budget_outcome
     if calibrated is not None:
-        report["calibration"] = {"samples": sum(_batch_rows(b) for b in batches), "batches": len(batches),
-                                 "statistics_from": len(fit),
-                                 "held_out": len(held_out) if held_out is not fit else 0,
-                                 "statistics": step.statistics, **calibrated}
+        report["calibration"] = calibration_report([_batch_rows(b) for b in batches], fit, held_out,
+                                                   step.statistics, calibrated)
     return PruneResult(pruned, report, step.plan, verification)
 
 

@@ -141,3 +141,10 @@ def split_held_out(batches: list, fraction: float = 0.25) -> tuple[list, list]:
         return batches, batches
     held = max(1, int(round(len(batches) * fraction)))
     return batches[:-held], batches[-held:]
+
+
+def calibration_report(rows: list[int], fit: list, held_out: list, statistics: int, outcome: dict) -> dict:
+    """``report["calibration"]``: samples and batches used, how many were held out (0 when the
+    single batch judged itself), the statistics gathered and the repair outcome."""
+    return {"samples": sum(rows), "batches": len(rows), "statistics_from": len(fit),
+            "held_out": len(held_out) if held_out is not fit else 0, "statistics": statistics, **outcome}

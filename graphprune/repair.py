@@ -87,6 +87,13 @@ def _least_squares_map(st: ChannelStats, kept: np.ndarray, centred: bool) -> np.
     return np.linalg.solve(inner, moment[:, kept].T).T
 
 
+def repair_inputs(analysis, plan, stats: dict) -> dict[tuple[str, int], int]:
+    """``(tensor, axis) -> channels`` of every contraction input that lost channels and has
+    statistics: where least squares needs a Gram matrix."""
+    return {(c.tensor, c.axis): len(stats[(c.tensor, c.axis)].total) for c in analysis.table.contractions
+            if plan.kept(c.dim) is not None and (c.tensor, c.axis) in stats}
+
+
 def plan_repair(analysis, plan, stats: dict[tuple[str, int], ChannelStats], mode: str) -> RepairPlan:
     """New values for every consumer of a removed channel (see the module docstring)."""
     result = RepairPlan()

@@ -22,24 +22,24 @@ from dataclasses import dataclass
 import torch
 from torch.utils import _pytree as pytree
 
+from .activation_importance import (ACTIVATION_CRITERIA, AUTO, activation_importance, default_criterion,
+                                   needed_statistics)
+from .budget import select_for_budget
+from .calibration import calibration_report, split_held_out
 from .channels import analyse
 from .emit.torch import emit_torch, repair_attributes, stale_attributes
 from .errors import InputError, VerificationError
 from .frontends.fx import FxModel, trace
 from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes
-from .activation_importance import (ACTIVATION_CRITERIA, AUTO, activation_importance, default_criterion,
-                                   needed_statistics)
-from .budget import select_for_budget
-from .calibration import split_held_out
 from .importance import CRITERIA, TORCH_CRITERIA, importance
 from .metrics import total_macs
 from .plan_io import plan_from_kept, read_plan
+from .repair import REPAIRS, plan_repair, repair_inputs
 from .report import build_report
 from .selection import Plan, select
-from .repair import REPAIRS, plan_repair
 from .torch_calibration import batch_rows, calibration_inputs, collect_statistics
 from .torch_importance import torch_importance
-from .torch_repair import apply_repair
+from .torch_repair import apply_repair, float_outputs
 from .verify import Verification
 from .verify_torch import check_inputs, compare_outputs, noise_floor, reference_outputs
 
@@ -151,12 +151,10 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         repair = None
         if repair_mode != "none" and plan.channels_removed:
             if repair_mode == "lsq" and criterion != "reconstruction":  # else every Gram is there
-                pruned_inputs = {(c.tensor, c.axis) for c in analysis.table.contractions
-                                 if plan.kept(c.dim) is not None and (c.tensor, c.axis) in stats}
-                stats.update(collect_statistics(traced, fit, {k: len(stats[k].total) for k in pruned_inputs},
-                                                gram=pruned_inputs))
+                pruned_inputs = repair_inputs(analysis, plan, stats)
+                stats.update(collect_statistics(traced, fit, pruned_inputs, gram=set(pruned_inputs)))
             repair = plan_repair(analysis, plan, stats, repair_mode)
-        originals = _outputs_on(traced.gm, held_out) if samples else []
+        originals = float_outputs(traced.gm, held_out) if samples else []
         reference, checks, noise, uncovered = None, [tuple(inputs)], 0.0, []
         if verify:
             reference, checks, uncovered = reference_outputs(traced, plan, check_inputs(inputs))
@@ -210,10 +208,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     if budget_outcome is not None:
         report["budget"] = budget_outcome
     if calibrated is not None:
-        report["calibration"] = {"samples": sum(batch_rows(b) for b in samples), "batches": len(samples),
-                                 "statistics_from": len(fit),
-                                 "held_out": len(held_out) if held_out is not fit else 0,
-                                 "statistics": len(stats), **calibrated}
+        report["calibration"] = calibration_report([batch_rows(b) for b in samples], fit, held_out, len(stats),
+                                                   calibrated)
     if pruned is module and is_hf_model(module):
         report["hf"] = _fit_hf_config(module, plan, checks[0])
     _set_mode(pruned, was_training)
@@ -318,13 +314,6 @@ def _choose(traced: FxModel, emission, checks) -> tuple[torch.nn.Module, list[st
 
 def _recalibrate(calibration: Calibration, samples) -> bool:
     return bool(samples) if calibration.recalibrate_bn is None else calibration.recalibrate_bn
-
-
-def _outputs_on(module, batches) -> list:
-    """The float outputs of ``module`` on each batch, flattened (what repair is judged by)."""
-    with torch.no_grad():
-        return [[t for t in pytree.tree_leaves(module(*b)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
-                for b in batches]
 
 
 def _forward(module, inputs):

@@ -16,15 +16,17 @@ from .repair import RepairPlan, sliced_values
 from .torch_calibration import recalibrate_batchnorm
 
 
+def float_outputs(module, batches) -> list[list[torch.Tensor]]:
+    """The float outputs of ``module`` on each batch, flattened (what a repair is judged by)."""
+    with torch.no_grad():
+        return [[t for t in pytree.tree_leaves(module(*inputs)) if isinstance(t, torch.Tensor)
+                 and t.is_floating_point()] for inputs in batches]
+
+
 def output_error(module, batches, originals) -> float:
     """``‖y − y₀‖ / ‖y₀‖`` over every float output of every batch."""
     diff = norm = 0.0
-    module_outputs = []
-    with torch.no_grad():
-        for inputs in batches:
-            module_outputs.append([t for t in pytree.tree_leaves(module(*inputs))
-                                   if isinstance(t, torch.Tensor) and t.is_floating_point()])
-    for got, want in zip(module_outputs, originals):
+    for got, want in zip(float_outputs(module, batches), originals):
         for a, b in zip(got, want):
             if a.shape != b.shape:
                 return float("inf")

@@ -25,7 +25,7 @@ from graphprune.emit.onnx import to_onnx
 from graphprune.errors import InputError
 from graphprune.importance import importance as score_channels
 from graphprune.onnx_calibration import collect_onnx_statistics
-from graphprune.repair import plan_repair
+from graphprune.repair import plan_repair, repair_inputs
 from graphprune.pipeline import Pass, register
 from graphprune.plan_io import plan_from_kept
 from graphprune.report import group_summary, pinned_parameter_groups
@@ -92,11 +92,8 @@ class PruneChannels(Pass):
                                    self.max_group_ratio)
         if self.repair != "none" and self.plan.channels_removed:
             if self.repair == "lsq" and not gram:  # with reconstruction importance every Gram is there
-                pruned_inputs = {(c.tensor, c.axis) for c in analysis.table.contractions
-                                 if self.plan.kept(c.dim) is not None and (c.tensor, c.axis) in stats}
-                stats.update(collect_onnx_statistics(model, self.calibration,
-                                                     {k: len(stats[k].total) for k in pruned_inputs},
-                                                     gram=pruned_inputs))
+                pruned_inputs = repair_inputs(analysis, self.plan, stats)
+                stats.update(collect_onnx_statistics(model, self.calibration, pruned_inputs, gram=set(pruned_inputs)))
             self.planned_repair = plan_repair(analysis, self.plan, stats, self.repair)
         self.sliced = apply_plan(graph, self.plan)
         graph.remove_unused()
