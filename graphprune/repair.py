@@ -14,6 +14,16 @@ For a contraction ``y = W·x + b`` whose input channels ``R`` are removed and
   ``λ = RIDGE · mean(diag Σ[K, K])``. For a k×k convolution the same
   channel map applies at every tap (border effects of padding ignored).
 
+Where the removed channels were on an axis an RMSNorm normalises over (a
+residual stream), the pruned norm divides by ``√(mean_K x²)`` instead of
+``√(mean x²)``; its readers then see ``n_K`` scaled by ``√(mean x²/mean_K x²)``.
+The **norm rescale** multiplies the norm's scale by the calibration estimate
+``s = √(mean_{j∈K} E[n_j²])`` of that factor (``n = x/rms(x)`` before the
+scale), which brings the readers' inputs back to what the refit above
+assumes. It is ``≈ 1`` when the removed channels carried an average share of
+the energy and larger when they carried less (always after a rotation,
+:mod:`graphprune.rotation`).
+
 Each solve depends only on the input statistics and the kept set, so it is
 computed once per input tensor and applied to every consumer (q, k and v
 share one). Weights read by more than one node (tied embeddings) are left
@@ -31,6 +41,7 @@ import numpy as np
 
 from .activation_importance import contraction_weight
 from .calibration import ChannelStats
+from .rms_norms import rms_norms, scale_values
 
 REPAIRS = ("none", "bias", "lsq")
 RIDGE = 1e-4
@@ -48,7 +59,7 @@ class RepairPlan:
         return {"repaired": self.repaired, "skipped": self.skipped}
 
 
-def _bias_of(graph, table, c) -> tuple[str, float] | None:
+def bias_of(graph, table, c) -> tuple[str, float] | None:
     """The constant bias added to ``c``'s output along its channel axis, and the factor a
     weight change reaches it with (Gemm: ``alpha/beta``); None when there is none."""
     node = table.producers.get(c.anchor)
@@ -118,7 +129,7 @@ def plan_repair(analysis, plan, stats: dict[tuple[str, int], ChannelStats], mode
         if st is None or st.count == 0:
             result.skipped[name] = "no calibration statistics reached its input"
             continue
-        bias = _bias_of(graph, table, c)
+        bias = bias_of(graph, table, c)
         if out_axis is None and (bias is not None or mode == "bias"):
             result.skipped[name] = "no output-channel axis to fold a bias along"
             continue
@@ -150,7 +161,29 @@ def plan_repair(analysis, plan, stats: dict[tuple[str, int], ChannelStats], mode
             mean_removed[removed] = st.mean[removed]
             _add_bias(graph, result, bias, _outputs_of(weight, in_axis, out_axis, mean_removed))
             result.repaired.append(f"{name} (bias compensation)")
+    _rescale_norms(analysis, plan, stats, result)
     return result
+
+
+def _rescale_norms(analysis, plan, stats, result: RepairPlan) -> None:
+    """The norm rescale of every RMSNorm over a pruned axis (see the module docstring)."""
+    graph, table = analysis.graph, analysis.table
+    for gid, removed in plan.removed.items():
+        if not removed.any() or not analysis.groups[gid].approximate:
+            continue
+        for norm in rms_norms(analysis, gid):
+            did = table.ids.get((norm.scale, 0)) if norm.scale else None
+            kept = plan.kept(did) if did is not None else None
+            st = stats.get((norm.readers[0].tensor, norm.readers[0].axis))
+            if kept is None or st is None or st.count == 0:
+                continue
+            g = scale_values(graph, norm, len(st.total))
+            live = kept[np.abs(g[kept]) > 1e-12]
+            if not len(live):
+                continue
+            factor = float(np.sqrt(np.mean(st.second_moment[live] / g[live] ** 2)))
+            result.values[norm.scale] = (g * factor).astype(graph.constants[norm.scale].dtype)
+            result.repaired.append(f"{norm.scale} (norm rescale x{factor:.3f})")
 
 
 def _add_bias(graph, result: RepairPlan, bias: tuple[str, float], shift: np.ndarray) -> None:

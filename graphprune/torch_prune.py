@@ -24,7 +24,7 @@ from torch.utils import _pytree as pytree
 
 from .activation_importance import (ACTIVATION_CRITERIA, AUTO, activation_importance, default_criterion,
                                    needed_statistics)
-from .budget import select_for_budget
+from .budget import Budget, select_for_budget
 from .calibration import calibration_report, split_held_out
 from .channels import analyse
 from .emit.torch import emit_torch, repair_attributes, stale_attributes
@@ -40,6 +40,7 @@ from .selection import Plan, select
 from .torch_calibration import batch_rows, calibration_inputs, collect_statistics
 from .torch_importance import torch_importance
 from .torch_repair import apply_repair, float_outputs
+from .torch_rotation import rotate_streams
 from .verify import Verification
 from .verify_torch import check_inputs, compare_outputs, noise_floor, reference_outputs
 
@@ -68,6 +69,7 @@ class Calibration:
     repair: str = "auto"  # "auto": least squares with calibration data, else none
     recalibrate_bn: bool | None = None  # None: with calibration data
     budget: object = None  # graphprune.budget.Budget: prune to a MACs/params fraction instead of a ratio
+    rotate: bool = False  # rotate RMSNorm residual streams into principal axes first (graphprune.rotation)
 
 
 def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=None, importance_name: str | None = None,
@@ -89,6 +91,9 @@ def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=Non
         raise InputError(f"unknown repair '{calibration.repair}': choose one of auto, {', '.join(REPAIRS)}")
     if calibration.repair in ("bias", "lsq") and calibration.data is None:
         raise InputError(f"repair '{calibration.repair}' needs calibration data (calibration=...)")
+    if calibration.rotate and calibration.data is None:
+        raise InputError("rotate=True needs calibration data (calibration=...): the rotation is chosen from "
+                         "the residual stream's activations")
     if keep:
         try:
             re.compile(keep)
@@ -123,6 +128,14 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         graph = traced.graph
         macs_before, params_before = total_macs(graph), _params(module)
         analysis = analyse(graph)
+        rotation = None
+        if calibration.rotate and not exact:
+            rotation = rotate_streams(traced, analysis, fit, held_out + [tuple(inputs)])
+            if rotation["rotated"]:  # the weights changed: trace the rotated module afresh
+                traced = trace(module, inputs)
+                graph = traced.graph
+                analysis = analyse(graph)
+        budget = _budget_of_original(calibration.budget, params_before, _params(module))
         if keep:
             analysis.pin_matching(keep)
         if exact:
@@ -143,9 +156,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
                 scores, fallbacks = activation_importance(analysis, stats, criterion)
             else:
                 scores = importance(analysis, criterion)
-            if calibration.budget is not None:
-                plan, budget_outcome = select_for_budget(analysis, scores, calibration.budget, round_to,
-                                                         max_group_ratio)
+            if budget is not None:
+                plan, budget_outcome = select_for_budget(analysis, scores, budget, round_to, max_group_ratio)
             else:
                 plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio)
         repair = None
@@ -207,6 +219,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     }
     if budget_outcome is not None:
         report["budget"] = budget_outcome
+    if rotation is not None:
+        report["rotation"] = rotation
     if calibrated is not None:
         report["calibration"] = calibration_report([batch_rows(b) for b in samples], fit, held_out, len(stats),
                                                    calibrated)
@@ -310,6 +324,14 @@ def _choose(traced: FxModel, emission, checks) -> tuple[torch.nn.Module, list[st
     for step in reversed(undo):
         step()
     return gm, []
+
+
+def _budget_of_original(budget, params_before: int, params_now: int):
+    """A parameter budget stays a fraction of the module as given, also when untying
+    embeddings for a rotation added parameters."""
+    if budget is None or budget.metric != "params" or params_now == params_before:
+        return budget
+    return Budget("params", min(1.0, budget.target * params_before / params_now))
 
 
 def _recalibrate(calibration: Calibration, samples) -> bool:
