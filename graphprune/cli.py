@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import api
-from .errors import GraphpruneError, InputError, VerificationError
+from . import api, signals
+from .errors import GraphpruneError, InputError, VerificationError, shorten
 from .frontends.onnx import uses_external_data
 from .activation_importance import ACTIVATION_CRITERIA
 from .importance import CRITERIA
@@ -35,7 +35,8 @@ def _numeric(cell) -> bool:
     return text.replace(".", "", 1).isdigit() or text == "-"
 
 
-def print_table(rows: list[tuple], out=sys.stdout) -> None:
+def print_table(rows: list[tuple], out=None) -> None:
+    out = out or sys.stdout
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for k, row in enumerate(rows):
         print("  ".join(str(c).rjust(w) if _numeric(c) else str(c).ljust(w)
@@ -120,9 +121,10 @@ def cmd_prune(args) -> int:
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
-    _save_like_input(result.model, src, dst)
-    if args.report:
-        _write_json(Path(args.report), result.report)
+    with signals.deferred():  # the model and its report, or neither
+        _save_like_input(result.model, src, dst)
+        if args.report:
+            _write_json(Path(args.report), result.report)
     print_prune_summary(result.report, time.perf_counter() - start)
     print(f"wrote {dst}")
     return EXIT_OK
@@ -181,9 +183,10 @@ def _run_and_write(args, runner) -> int:
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
-    _save_like_input(model, src, dst)
-    if args.report:
-        _write_json(Path(args.report), result.to_dict())
+    with signals.deferred():
+        _save_like_input(model, src, dst)
+        if args.report:
+            _write_json(Path(args.report), result.to_dict())
     print_pass_table(result)
     print(f"wrote {dst}")
     return EXIT_OK
@@ -342,26 +345,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: str, args) -> str:
+    """The error as one line that names the input file (added when the message does not)."""
+    message = " ".join(str(message).split())
+    source = getattr(args, "input", None)
+    if source and str(source) not in message:
+        message = f"{source}: {message}"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    signals.install()
     try:
         return args.func(args)
     except GraphpruneError as exc:
         if args.debug:
             raise
-        print(f"graphprune: error: {exc}", file=sys.stderr)
+        print(f"graphprune: error: {_one_line(exc, args)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return EXIT_OK
-    except KeyboardInterrupt:
-        print("graphprune: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, signals.Interrupted) as exc:
+        code = getattr(exc, "exit_code", 130)
+        print(f"graphprune: interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}); nothing was written",
+              file=sys.stderr)
+        return code
+    except MemoryError as exc:  # the model (or the sizes asked for) does not fit: not a bug
+        if args.debug:
+            raise
+        print(f"graphprune: error: {_one_line(f'out of memory ({shorten(str(exc), 160)})', args)}; give smaller "
+              "sizes with --input-shape, or skip the check with --no-verify", file=sys.stderr)
+        return EXIT_INPUT
     except Exception as exc:  # a bug: one line, not a traceback, unless --debug
         if args.debug:
             raise
-        print(f"graphprune: internal error: {exc.__class__.__name__}: {exc} "
+        print(f"graphprune: internal error: {exc.__class__.__name__}: {shorten(str(exc), 300)} "
               "(re-run with --debug and report it)", file=sys.stderr)
         return EXIT_INTERNAL
 

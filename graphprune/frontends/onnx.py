@@ -15,24 +15,31 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..errors import InputError, ShapeError
+from ..errors import InputError, ShapeError, shorten
 from ..ir import Graph, Node, TensorInfo
 from ..shape_folding import fold_static_shapes
 from ..symbolic import safe_symbol
 
 def read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
-    """Load a model with its external data; errors name the file and the fix."""
+    """Load a model with its external data and validate it (:mod:`graphprune.validate`).
+
+    Errors name the file and the fix. Validation sorts unsorted nodes and
+    renames duplicate node names in place (a ``ModelProto`` argument too).
+    """
+    from ..validate import validate_model
+
     if isinstance(model, onnx.ModelProto):
-        return model
+        return validate_model(model, f"model '{model.graph.name}'" if model.graph.name else "the model")
     path = Path(model)
     if not path.is_file():
         raise InputError(f"{path}: no such file (pass the path of an .onnx model)")
     try:
-        return onnx.load(str(path), load_external_data=True)
+        proto = onnx.load(str(path), load_external_data=True)
     except Exception as exc:  # protobuf / external data errors have many types
         raise InputError(f"{path}: not a readable ONNX model ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+                         f"{shorten(str(exc), 160) if str(exc) else 'no detail'}); "
                          "check the file and any external-data files beside it") from exc
+    return validate_model(proto, str(path))
 
 
 SKELETON_MAX_ELEMENTS = 1 << 12  # initializers up to this size keep their values (shape data)
