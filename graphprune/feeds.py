@@ -12,10 +12,14 @@ only ever sees token 0.
   role; assignment *k* takes the *k*-th size of every role. Sizes the user
   declared (``--input-shape NAME=1x3x640x640``) are fixed in all of them.
   :func:`assignments` lists them in the order the oracle tries them.
-* **Values.** Floats are standard normal; an integer input that reaches a
-  ``Gather`` as indices (through casts and reshapes) is uniform below the
-  smallest row count it indexes; an input named like a mask is all ones;
-  other integers are zeros, other booleans False.
+* **Values.** Each input in its own dtype. Floats are standard normal; an
+  integer input that reaches a ``Gather`` as indices (through casts and
+  reshapes) is uniform below the smallest row count it indexes; an input named
+  like a mask is all ones; an input a consumer constrains (Resize scales and
+  sizes, Split sizes, axes, NMS boxes and thresholds, a divisor, ...) takes a
+  value valid for it (:mod:`.feed_values`); integers that only reach
+  arithmetic are small and varied; other integers are zeros, other booleans
+  False.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class FeedPlan:
     roles: dict[str, str] = field(default_factory=dict)  # symbol -> role
     declared: dict[str, tuple[int, ...]] = field(default_factory=dict)
     index_rows: dict[str, int] = field(default_factory=dict)  # integer input -> rows it indexes
+    view: object = None  # feed_values.ModelView: consumers' constraints on values
 
     @property
     def symbolic(self) -> bool:
@@ -117,18 +122,48 @@ class FeedPlan:
                     values[d] = int(s)
         return values
 
-    def values(self, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+    def values(self, shapes: dict[str, tuple[int, ...]], seed: int, safe: bool = False) -> dict[str, np.ndarray]:
+        """One draw of inputs at ``shapes``. ``safe``: integers no rule constrains are zeros
+        (the fallback when the varied draw makes the model fail)."""
+        _check_size(self.inputs, shapes)
         rng = np.random.default_rng(seed)
+        if self.view is not None:
+            self.view.shapes = {k: tuple(v) for k, v in shapes.items()}
         feeds = {}
         for spec in self.inputs:
-            feeds[spec.name] = _value(spec, shapes[spec.name], self.index_rows.get(spec.name), rng)
+            feeds[spec.name] = _value(spec, tuple(shapes[spec.name]), self.index_rows.get(spec.name), rng,
+                                      self.view, safe)
         return feeds
 
 
-def _value(spec: InputSpec, shape, rows: int | None, rng) -> np.ndarray:
+FEED_LIMIT_BYTES = 1 << 31  # random inputs of one draw; beyond this the check cannot run here
+
+
+def _check_size(inputs: list[InputSpec], shapes: dict) -> None:
+    total = 0
+    for spec in inputs:
+        shape = shapes[spec.name]
+        size = int(np.prod([int(d) for d in shape], dtype=object)) * max(_np_dtype(spec.elem_type).itemsize, 1)
+        total += size
+        if total > FEED_LIMIT_BYTES:
+            raise InputError(f"input '{spec.name}' at shape {'x'.join(map(str, shape))} needs {size / 1e9:.3g} GB "
+                             "of test values, too large to verify here; give a smaller size with --input-shape "
+                             "NAME=D1xD2..., or skip the check with --no-verify")
+
+
+def _value(spec: InputSpec, shape, rows: int | None, rng, view=None, safe: bool = False) -> np.ndarray:
+    from .feed_values import arithmetic_only, constrained_value
+
     dtype = _np_dtype(spec.elem_type)
+    constrained = None
+    if view is not None and not rows:
+        constrained = constrained_value(spec.name, view, shape, dtype, rng)
+    if constrained is not None:
+        return constrained
     if dtype.kind == "f" or dtype.name == "bfloat16":
         return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
     if dtype.kind == "b":
         return np.full(shape, bool(_MASK.search(spec.name)))
     if _MASK.search(spec.name):
@@ -136,6 +171,10 @@ def _value(spec: InputSpec, shape, rows: int | None, rng) -> np.ndarray:
     if rows:
         high = min(rows, np.iinfo(dtype).max if dtype.kind in "iu" else rows)
         return rng.integers(0, max(high, 1), size=shape).astype(dtype)
+    if dtype.kind in "iu" and not safe and view is not None and arithmetic_only(spec.name, view):
+        return rng.integers(0, 5, size=shape).astype(dtype)  # varied, valid for any arithmetic
+    if dtype.kind in "OSU":
+        return np.full(shape, "a", dtype=object)
     return np.zeros(shape, dtype=dtype)
 
 
@@ -207,4 +246,6 @@ def feed_plan(model: onnx.ModelProto, declared: dict[str, tuple[int, ...]] | Non
             raise InputError(f"--input-shape {name}={'x'.join(map(str, shape))} does not fit the model's "
                              f"input shape {tuple(spec.dims)}")
     integers = {s.name for s in specs if _np_dtype(s.elem_type).kind in "iu"}
-    return FeedPlan(specs, roles, declared, _index_rows(model, integers))
+    from .feed_values import ModelView
+
+    return FeedPlan(specs, roles, declared, _index_rows(model, integers), ModelView(model))

@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .errors import InputError, shorten
+
 
 
 @dataclass
@@ -127,24 +129,34 @@ def oracle_model(original: onnx.ModelProto, plan) -> onnx.ModelProto:
     return model
 
 
-DTYPE_TOLERANCE = {"float16": 1e-2, "bfloat16": 4e-2, "float32": 1e-4, "float64": 1e-8}
+DTYPE_TOLERANCE = {"float16": 1e-2, "bfloat16": 4e-2, "float32": 1e-4, "float64": 1e-8, "complex64": 1e-4,
+                   "complex128": 1e-8, "float8_e4m3fn": 0.25, "float8_e4m3fnuz": 0.25, "float8_e5m2": 0.5,
+                   "float8_e5m2fnuz": 0.5}
+COARSE = ("float16", "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
 RUNS = 2  # input draws per check, each at its own shapes where the model allows
 
 
 def tolerance_for(dtype: np.dtype, tolerance: float) -> float:
     """``tolerance`` is the float32 figure; coarser types get their own floor, float64 a finer one."""
     name = np.dtype(dtype).name
-    if name == "float32" or name not in DTYPE_TOLERANCE:
+    if name in ("float32", "complex64") or name not in DTYPE_TOLERANCE:
         return tolerance
-    return max(tolerance, DTYPE_TOLERANCE[name]) if name in ("float16", "bfloat16") else min(
-        tolerance, DTYPE_TOLERANCE[name])
+    return max(tolerance, DTYPE_TOLERANCE[name]) if name in COARSE else min(tolerance, DTYPE_TOLERANCE[name])
+
+
+def is_float(dtype) -> bool:
+    """Float and complex types, including those numpy only knows through ml_dtypes (bfloat16, float8)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "fc" or "float" in dtype.name
 
 
 def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
     """max |e - a| / max |e| over finite positions; NaN/Inf must sit at the same places (else inf)."""
     expected, actual = np.asarray(expected), np.asarray(actual)
-    if expected.dtype.kind not in "fc":
+    if not is_float(expected.dtype):
         return 0.0 if np.array_equal(expected, actual) else float("inf")
+    if expected.dtype.kind == "c":  # real and imaginary parts side by side
+        expected, actual = np.stack([expected.real, expected.imag]), np.stack([actual.real, actual.imag])
     e64, a64 = expected.astype(np.float64), actual.astype(np.float64)
     finite = np.isfinite(e64)
     if not np.array_equal(finite, np.isfinite(a64)) or not np.array_equal(e64[~finite], a64[~finite],
@@ -171,32 +183,51 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 def _run_reference(ref, plan, seed: int):
     """Run the reference at the plan's assignments until ``RUNS`` of them work.
 
-    Returns ``[(shapes, feeds, outputs)]``; raises the last error when none runs.
+    At each assignment the varied draw is tried first, then the safe one
+    (unconstrained integers zero). Returns ``[(shapes, feeds, outputs)]``;
+    raises InputError naming the shapes tried when none runs.
     """
     runs, error = [], None
     for k, shapes in enumerate(plan.assignments()):
-        feeds = plan.values(shapes, seed + k)
-        try:
-            runs.append((shapes, feeds, ref.run(None, feeds)))
-        except Exception as exc:  # the model cannot run at these sizes: try the next ones
-            error = exc
-            continue
-        if len(runs) == RUNS or not plan.symbolic:
+        for safe in (False, True):
+            feeds = plan.values(shapes, seed + k, safe=safe)
+            try:
+                runs.append((shapes, feeds, ref.run(None, feeds)))
+                break
+            except Exception as exc:  # the model cannot run on these values: try safer ones, other sizes
+                error = exc
+        if len(runs) == RUNS or (runs and not plan.symbolic):
             break
     if not runs:
-        from .errors import InputError
-
         tried = "; ".join(", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shapes.items())
                           for shapes in plan.assignments()[:3])
-        detail = str(error).splitlines()[0][:200] if str(error) else error.__class__.__name__
         raise InputError(f"the model does not run in onnxruntime at the input shapes tried ({tried}): "
-                         f"{detail}; give sizes it accepts with --input-shape NAME=D1xD2..., "
-                         "or skip the check with --no-verify") from error
+                         f"{shorten(str(error) or error.__class__.__name__, 200)}; give sizes it accepts with "
+                         "--input-shape NAME=D1xD2..., or skip the check with --no-verify") from error
     if len(runs) < RUNS:  # one shape only (static or declared): a second draw of values
         shapes = runs[0][0]
-        feeds = plan.values(shapes, seed + 101)
-        runs.append((shapes, feeds, ref.run(None, feeds)))
+        for safe in (False, True):
+            feeds = plan.values(shapes, seed + 101, safe=safe)
+            try:
+                runs.append((shapes, feeds, ref.run(None, feeds)))
+                break
+            except Exception:
+                continue
     return runs
+
+
+def reference_session(model: onnx.ModelProto):
+    """A session for the model the check compares against; when onnxruntime cannot load
+    it (a custom-domain op, an op it lacks, an opset it does not know), the check cannot
+    run: InputError saying so and naming --no-verify."""
+    try:
+        return session(model)
+    except Exception as exc:
+        custom = sorted({f"{n.domain}:{n.op_type}" for n in model.graph.node
+                         if n.domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")})
+        what = f" (op {', '.join(custom[:3])} is not one onnxruntime implements)" if custom else ""
+        raise InputError(f"onnxruntime cannot load the model, so the result cannot be verified{what}: "
+                         f"{shorten(str(exc), 200)}; pass --no-verify to skip the check") from exc
 
 
 def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate: bool = False,
@@ -216,8 +247,12 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
     computed = ({o for n in reference.graph.node for o in n.output}
                 & {o for n in candidate.graph.node for o in n.output})
     internal = {k: v for k, v in (internal or {}).items() if not approximate and k in computed}
-    ref = session(_with_outputs(reference, list(internal)))
-    cand = session(_with_outputs(candidate, list(internal)))
+    ref = reference_session(_with_outputs(reference, list(internal)))
+    try:
+        cand = session(_with_outputs(candidate, list(internal)))
+    except Exception as exc:  # the original loads and the result does not: the result is wrong
+        return Verification("failed", tolerance=tolerance,
+                            message=f"onnxruntime cannot load the result: {shorten(str(exc), 200)}")
     plan = feed_plan(reference, input_shapes)
     runs = _run_reference(ref, plan, seed)
     ref_names = [o.name for o in ref.get_outputs()]
@@ -242,25 +277,52 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
             if name in internal:
                 e = _slice_kept(e, internal[name])
             where = "tensor" if name in internal else "output"
-            if e.shape != a.shape:
+            expected_leaves, actual_leaves = _leaves(e), _leaves(a)
+            if len(expected_leaves) != len(actual_leaves):
                 result.status = "failed"
-                result.message = f"{where} '{name}' has shape {a.shape}, expected {e.shape} (inputs {shapes})"
+                result.message = (f"{where} '{name}' holds {len(actual_leaves)} tensors, expected "
+                                  f"{len(expected_leaves)} (inputs {shapes})")
                 return result
-            if approximate:
-                if a.dtype.kind == "f" and not np.all(np.isfinite(a)) and np.all(np.isfinite(e)):
+            for e, a in zip(expected_leaves, actual_leaves):
+                message = _compare_tensor(result, name, where, e, a, approximate, tolerance, shapes)
+                if message:
                     result.status = "failed"
-                    result.message = f"output '{name}' has non-finite values"
-                continue
-            err = relative_error(e, a)
-            limit = tolerance_for(e.dtype, tolerance) if e.dtype.kind == "f" else 0.0
-            result.outputs[name] = max(err, result.outputs.get(name, 0.0))
-            result.max_relative_error = max(result.max_relative_error, err)
-            if not err <= limit:
-                result.status = "failed"
-                result.message = (f"{where} '{name}' differs from the oracle by {err:.3g} "
-                                  f"(relative; tolerance {limit:g}; inputs {shapes})")
-                return result
+                    result.message = message
+                    return result
     return result
+
+
+def _leaves(value) -> list[np.ndarray]:
+    """A graph value as arrays: a tensor, a sequence's elements, an optional's content (or none)."""
+    if value is None:
+        return []
+    if isinstance(value, np.ndarray):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    if isinstance(value, dict):
+        return [leaf for k in sorted(value, key=repr) for leaf in _leaves(value[k])]
+    return [np.asarray(value)]
+
+
+def _compare_tensor(result: Verification, name: str, where: str, e: np.ndarray, a: np.ndarray,
+                    approximate: bool, tolerance: float, shapes) -> str:
+    """'' when ``a`` matches ``e`` (recording the error in ``result``), else why not."""
+    if e.shape != a.shape:
+        return f"{where} '{name}' has shape {a.shape}, expected {e.shape} (inputs {shapes})"
+    if approximate:
+        if is_float(a.dtype) and not np.all(np.isfinite(a.astype(np.float64))) and np.all(
+                np.isfinite(e.astype(np.float64))):
+            return f"output '{name}' has non-finite values"
+        return ""
+    err = relative_error(e, a)
+    limit = tolerance_for(e.dtype, tolerance) if is_float(e.dtype) else 0.0
+    result.outputs[name] = max(err, result.outputs.get(name, 0.0))
+    result.max_relative_error = max(result.max_relative_error, err)
+    if not err <= limit:
+        return (f"{where} '{name}' differs from the oracle by {err:.3g} "
+                f"(relative; tolerance {limit:g}; inputs {shapes})")
+    return ""
 
 
 NOISE_MARGIN = 16  # a correct prune stays within this many times the oracle's own float rounding
@@ -280,7 +342,8 @@ def _noise_floor(reference: onnx.ModelProto, internal: dict, run) -> float:
     outputs = list(internal)
     try:
         wide = session(as_float64(_with_outputs(reference, outputs)))
-        wide_feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
+        wide_feeds = {k: v.astype(np.float64) if is_float(v.dtype) and v.dtype.kind != "c" else v
+                      for k, v in feeds.items()}
         got = wide.run(None, wide_feeds)
     except Exception:
         try:
@@ -289,22 +352,27 @@ def _noise_floor(reference: onnx.ModelProto, internal: dict, run) -> float:
             return 0.0
     worst = 0.0
     for a, e in zip(got, expected):
-        if np.asarray(e).dtype.kind == "f" and np.shape(a) == np.shape(e):
+        if not (isinstance(a, np.ndarray) and isinstance(e, np.ndarray)):
+            continue  # sequences and optionals: their tensors are compared exactly
+        if is_float(e.dtype) and np.shape(a) == np.shape(e):
             worst = max(worst, relative_error(np.asarray(a), np.asarray(e, dtype=np.asarray(a).dtype)))
     return worst if np.isfinite(worst) else 0.0
 
 
 def as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` computing in float64 wherever it computed in float32: initializers,
-    Constant/ConstantOfShape values, Cast targets and every declared tensor type."""
+    """A copy of ``model`` computing in float64 wherever it computed in float32, float16 or
+    bfloat16: initializers, Constant/ConstantOfShape values, Cast targets and every declared
+    tensor type (so a half-precision model's own rounding can be measured too)."""
     from onnx import TensorProto, numpy_helper
+
+    narrow = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
 
     def widen(t):
-        if t.data_type == TensorProto.FLOAT:
+        if t.data_type in narrow:
             t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
 
     for init in graph.initializer:
@@ -313,10 +381,10 @@ def as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR:
                 widen(attr.t)
-            elif attr.name == "to" and node.op_type == "Cast" and attr.i == TensorProto.FLOAT:
+            elif attr.name == "to" and node.op_type == "Cast" and attr.i in narrow:
                 attr.i = TensorProto.DOUBLE
     for info in (*graph.input, *graph.output, *graph.value_info):
-        if info.type.tensor_type.elem_type == TensorProto.FLOAT:
+        if info.type.tensor_type.elem_type in narrow:
             info.type.tensor_type.elem_type = TensorProto.DOUBLE
     return out
 
@@ -356,7 +424,21 @@ def internal_checkpoints(plan) -> dict[str, list]:
 def verify_prune(original: onnx.ModelProto, pruned: onnx.ModelProto, plan,
                  tolerance: float = 1e-4, seed: int = 0, input_shapes: dict | None = None) -> Verification:
     """Check a pruned model against the oracle built from ``original`` and ``plan``,
-    at its outputs and right after every contraction the prune touched."""
+    at its outputs and right after every contraction the prune touched.
+
+    When the plan removes nothing, the check is the lossless one (the result must
+    reproduce ``original``); if onnxruntime cannot run ``original`` on any generated
+    input, ``pruned`` is replaced in place by a copy of ``original`` (nothing was
+    pruned, so the input is the right answer) and the status is "unchanged": a
+    model with nothing to prune never depends on the oracle.
+    """
+    if not any(np.asarray(mask).any() for mask in plan.removed.values()):
+        try:
+            return compare(original, pruned, False, tolerance, seed, input_shapes)
+        except InputError as exc:
+            pruned.CopyFrom(original)
+            return Verification("unchanged", tolerance=tolerance,
+                                message=f"nothing was pruned; the model is returned as given (not run: {exc})")
     approximate = any(plan.analysis.groups[gid].approximate and mask.any()
                       for gid, mask in plan.removed.items())
     return compare(oracle_model(original, plan), pruned, approximate, tolerance, seed, input_shapes,
