@@ -24,6 +24,7 @@ from .pipeline import Pass, build_pipeline
 from .plan_io import read_plan
 from .verify import Verification, compare, verify_prune
 from .onnx_calibration import apply_onnx_repair
+from .onnx_rotation import rotate_onnx_streams
 from .passes.prune_channels import PruneChannels
 from .repair import REPAIRS
 
@@ -132,7 +133,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         target_latency: (ONNX) keep at most this fraction of the onnxruntime
             latency, measured at the verification shapes; met through the
             MACs budget a secant search finds (see :mod:`graphprune.latency`).
-        rotate: (modules) before pruning, rotate every residual stream read
+        rotate: before pruning, rotate every residual stream read
             through RMSNorms into the principal axes of its calibration
             activations, norm scales folded into their readers (SliceGPT's
             idea with one rotation, see :mod:`graphprune.rotation`); checked
@@ -140,8 +141,6 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
             Hidden-size pruning then removes low-energy directions. Tied
             input/output embeddings are untied (the LM head gets a copy).
     """
-    if rotate and not _is_torch_module(model):
-        raise InputError("rotate=True is implemented for PyTorch modules only: prune the module, then export")
     if target_latency is not None:
         if _is_torch_module(model):
             raise InputError("target_latency is measured in onnxruntime: prune the ONNX export, or give "
@@ -151,7 +150,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         source = read_model(model)
         options = dict(ratio=ratio, importance=importance, global_ranking=global_ranking, round_to=round_to,
                        keep=keep, max_group_ratio=max_group_ratio, input_shapes=input_shapes, exact=exact,
-                       calibration=calibration, calibration_samples=calibration_samples)
+                       calibration=calibration, calibration_samples=calibration_samples, rotate=rotate)
         macs, measured = macs_for_latency(
             lambda m: prune(source, verify=False, repair="none", target_macs=m, **options).model,
             source, target_latency, input_shapes)
@@ -180,6 +179,15 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         _check_calibration_inputs(source, batches, calibration)
     graph = load_onnx(source, input_shapes=input_shapes)
     macs_at = metric_shapes(graph)
+    rotation, oracle_source = None, source
+    if rotate:
+        if not batches:
+            raise InputError("--rotate needs calibration data (--calibration FILE.npz): the rotation is "
+                             "chosen from the residual stream's activations")
+        if not exact:
+            rotation = rotate_onnx_streams(graph, fit, held_out or fit[:1])
+            if rotation["rotated"]:
+                oracle_source = to_onnx(graph)  # the oracle zeroes channels of the rotated model
     step = PruneChannels(ratio=ratio, importance=importance, global_ranking=global_ranking,
                          round_to=round_to, keep=keep or "", exact=exact, max_group_ratio=max_group_ratio,
                          target_macs=budget.target if budget and budget.metric == "macs" else 0.0,
@@ -188,7 +196,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
                          replay=read_plan(plan) if plan is not None else None)
     outcome = step(graph)
     pruned = to_onnx(graph)
-    verification = (verify_prune(source, pruned, step.plan, tolerance, input_shapes=input_shapes) if verify
+    verification = (verify_prune(oracle_source, pruned, step.plan, tolerance, input_shapes=input_shapes) if verify
                     else Verification("skipped", tolerance=tolerance))
     settings = {"ratio": ratio, "importance": step.importance, "global": global_ranking,
                 "round_to": round_to, "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio,
@@ -208,6 +216,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         report["plan_skipped"] = step.plan.skipped
     if step.budget_outcome is not None:
         report["budget"] = step.budget_outcome
+    if rotation is not None:
+        report["rotation"] = rotation
     if calibrated is not None:
         report["calibration"] = calibration_report([_batch_rows(b) for b in batches], fit, held_out,
                                                    step.statistics, calibrated)
