@@ -55,6 +55,8 @@ class ModelView:
             tt = vi.type.tensor_type
             if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
                 self.static.setdefault(vi.name, tuple(int(d.dim_value) for d in tt.shape.dim))
+        self._model = model
+        self._inferred: Optional[dict] = None
         self.users: dict[str, list[onnx.NodeProto]] = {}
         for n in g.node:
             for t in n.input:
@@ -62,7 +64,28 @@ class ModelView:
         self.shapes: dict[str, tuple] = {}  # concrete graph-input shapes of the current draw
 
     def shape(self, name: str) -> Optional[tuple]:
-        return self.shapes.get(name) or self.static.get(name)
+        """Static shape: a graph input's in this draw, an initializer's, declared or inferred."""
+        known = self.shapes.get(name) or self.static.get(name)
+        if known is not None:
+            return known
+        return self.inferred().get(name)
+
+    def inferred(self) -> dict:
+        """Static shapes ONNX shape inference finds at the model's declared input shapes
+        (run once, on the weightless skeleton, only when a rule needs an intermediate shape)."""
+        if self._inferred is None:
+            self._inferred = {}
+            try:
+                from .frontends.onnx import _skeleton
+
+                graph = onnx.shape_inference.infer_shapes(_skeleton(self._model), data_prop=True).graph
+            except Exception:  # inference is a hint here; a rule without a shape has no opinion
+                return self._inferred
+            for vi in graph.value_info:
+                tt = vi.type.tensor_type
+                if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+                    self._inferred[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
+        return self._inferred
 
     def constant(self, name: str) -> Optional[np.ndarray]:
         t = self.constants.get(name)

@@ -427,18 +427,23 @@ def verify_prune(original: onnx.ModelProto, pruned: onnx.ModelProto, plan,
     at its outputs and right after every contraction the prune touched.
 
     When the plan removes nothing, the check is the lossless one (the result must
-    reproduce ``original``); if onnxruntime cannot run ``original`` on any generated
-    input, ``pruned`` is replaced in place by a copy of ``original`` (nothing was
-    pruned, so the input is the right answer) and the status is "unchanged": a
-    model with nothing to prune never depends on the oracle.
+    reproduce ``original``); if it cannot run (onnxruntime cannot run ``original`` on
+    any generated input) or does not pass (the re-emitted graph trips onnxruntime),
+    ``pruned`` is replaced in place by a copy of ``original`` (nothing was pruned, so
+    the input is the right answer) and the status is "unchanged": a model with
+    nothing to prune never depends on the oracle.
     """
     if not any(np.asarray(mask).any() for mask in plan.removed.values()):
         try:
-            return compare(original, pruned, False, tolerance, seed, input_shapes)
+            check = compare(original, pruned, False, tolerance, seed, input_shapes)
+            if check.ok:
+                return check
+            why = check.message
         except InputError as exc:
-            pruned.CopyFrom(original)
-            return Verification("unchanged", tolerance=tolerance,
-                                message=f"nothing was pruned; the model is returned as given (not run: {exc})")
+            why = f"not run: {exc}"
+        pruned.CopyFrom(original)
+        return Verification("unchanged", tolerance=tolerance,
+                            message=f"nothing was pruned; the model is returned as given ({why})")
     approximate = any(plan.analysis.groups[gid].approximate and mask.any()
                       for gid, mask in plan.removed.items())
     return compare(oracle_model(original, plan), pruned, approximate, tolerance, seed, input_shapes,
