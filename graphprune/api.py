@@ -125,7 +125,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
             ``"none"``; ``"auto"``: ``lsq`` with calibration data. A repair
             step that raises the held-out output error is undone.
         recalibrate_bn: re-estimate BatchNorm statistics on the calibration
-            data after pruning (default: with calibration data).
+            data after pruning (default: with calibration data; on ONNX the
+            ``BatchNormalization`` nodes an exporter left unfolded).
         target_macs, target_params: a budget instead of a ratio: keep at most
             this fraction of the MACs (or parameters), channels ranked globally
             (see :mod:`graphprune.budget`); ``report["budget"]`` gives the
@@ -209,7 +210,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         raise VerificationError(f"verification failed: {verification.message}", verification)
     calibrated = None
     if batches:
-        pruned, calibrated = apply_onnx_repair(source, pruned, step.planned_repair, step.sliced, held_out)
+        pruned, calibrated = apply_onnx_repair(source, pruned, step.planned_repair, step.sliced, fit, held_out,
+                                               recalibrate_bn is not False)
     report = build_report(step.plan, step.sliced, outcome.params, outcome.macs, verification, settings)
     report["macs_at"] = macs_at
     if plan is not None:

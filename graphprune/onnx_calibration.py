@@ -8,7 +8,11 @@ run in as many rows at a time as keep the returned tensors under
 hundreds of exposed activations fit in memory. Repair: the
 repaired constants (:mod:`graphprune.repair`) are cut like the emitted ones
 and replace the pruned model's initializers, kept only when they lower the
-held-out output error against the original model.
+held-out output error against the original model. BatchNorm statistics:
+every ``BatchNormalization`` whose mean and variance are initializers gets
+them re-estimated from the pruned model's own activations on the calibration
+batches, ``BN_PASSES`` times (each pass sees the statistics the previous one
+wrote upstream, as inference will), kept under the same rule.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .repair import RepairPlan, sliced_values
 from .verify import _with_outputs, session
 
 STATS_MEMORY = 1 << 30  # bytes of exposed activations per onnxruntime run
+BN_PASSES = 3
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
@@ -98,28 +103,78 @@ def run_all(model: onnx.ModelProto, batches) -> list[list[np.ndarray]]:
     return [sess.run(None, feeds_for(sess, b)) for b in batches]
 
 
+def _batchnorms(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.TensorProto, onnx.TensorProto]]:
+    """Inference BatchNormalization nodes with their own mean and variance initializers."""
+    inits = {i.name: i for i in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "BatchNormalization" or len(node.input) < 5 or len(node.output) > 1:
+            continue
+        mean, var = inits.get(node.input[3]), inits.get(node.input[4])
+        if mean is not None and var is not None and uses[mean.name] == 1 and uses[var.name] == 1:
+            found.append((node, mean, var))
+    return found
+
+
+def recalibrate_onnx_batchnorm(model: onnx.ModelProto, batches: list[dict]) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` with its BatchNorm statistics re-estimated on ``batches`` (see the
+    module docstring); and how many were."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    norms = _batchnorms(out)
+    if not norms or not batches:
+        return model, 0
+    for _ in range(BN_PASSES):
+        wanted = {(node.input[0], 1): int(np.prod(mean.dims)) for node, mean, _ in norms}
+        stats = collect_onnx_statistics(out, batches, wanted)
+        for node, mean, var in norms:
+            st = stats.get((node.input[0], 1))
+            if st is None or st.count == 0:
+                continue
+            dtype = numpy_helper.to_array(mean).dtype
+            mean.CopyFrom(numpy_helper.from_array(st.mean.astype(dtype).reshape(mean.dims), mean.name))
+            var.CopyFrom(numpy_helper.from_array(st.variance.astype(dtype).reshape(var.dims), var.name))
+    return out, len(norms)
+
+
 def apply_onnx_repair(original: onnx.ModelProto, pruned: onnx.ModelProto, repair: RepairPlan | None,
-                      sliced: dict, held_out: list[dict]) -> tuple[onnx.ModelProto, dict]:
-    """The pruned model with the repair written in when it lowers the held-out error, and the
-    report section (errors before/after, what was repaired or skipped)."""
+                      sliced: dict, fit: list[dict], held_out: list[dict],
+                      recalibrate_bn: bool = True) -> tuple[onnx.ModelProto, dict]:
+    """The pruned model with the repair written in, then its BatchNorm statistics re-estimated,
+    each step kept only when it lowers the held-out error; and the report section (errors
+    after each step, what was repaired or skipped)."""
     originals = run_all(original, held_out)
     errors = {"pruned": output_error(originals, pruned, held_out)}
+    best = errors["pruned"]
     outcome: dict = {"output_error": errors}
-    if repair is None:
-        return pruned, outcome
-    outcome["repair"] = repair.to_dict()
-    if not repair.values:
-        return pruned, outcome
-    repaired = onnx.ModelProto()
-    repaired.CopyFrom(pruned)
-    values = sliced_values(repair, sliced)
-    for init in repaired.graph.initializer:
-        if init.name in values:
-            value = values[init.name]
-            old = numpy_helper.to_array(init)
-            init.CopyFrom(numpy_helper.from_array(value.astype(old.dtype).reshape(old.shape), init.name))
-    errors["repaired"] = output_error(originals, repaired, held_out)
-    if errors["repaired"] > errors["pruned"]:
-        outcome["repair"]["undone"] = "it raised the held-out output error"
-        return pruned, outcome
-    return repaired, outcome
+    if repair is not None:
+        outcome["repair"] = repair.to_dict()
+        if repair.values:
+            repaired = onnx.ModelProto()
+            repaired.CopyFrom(pruned)
+            values = sliced_values(repair, sliced)
+            for init in repaired.graph.initializer:
+                if init.name in values:
+                    value = values[init.name]
+                    old = numpy_helper.to_array(init)
+                    init.CopyFrom(numpy_helper.from_array(value.astype(old.dtype).reshape(old.shape), init.name))
+            errors["repaired"] = output_error(originals, repaired, held_out)
+            if errors["repaired"] > best:
+                outcome["repair"]["undone"] = "it raised the held-out output error"
+            else:
+                pruned, best = repaired, errors["repaired"]
+    if recalibrate_bn:
+        recalibrated, count = recalibrate_onnx_batchnorm(pruned, fit)
+        if count:
+            errors["bn_recalibrated"] = output_error(originals, recalibrated, held_out)
+            outcome["bn_recalibrated"] = count
+            if errors["bn_recalibrated"] > best:
+                outcome["bn_recalibrated"] = 0
+                outcome["bn_undone"] = "it raised the held-out output error"
+            else:
+                pruned = recalibrated
+    return pruned, outcome

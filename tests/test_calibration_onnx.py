@@ -229,3 +229,51 @@ def test_onnx_rotation_makes_pruning_a_low_rank_stream_lossless():
 def test_onnx_rotation_needs_calibration():
     with pytest.raises(InputError, match="calibration"):
         graphprune.prune(_onnx(TwoLinear()), rotate=True)
+
+
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv2(torch.relu(self.conv1(x)))))
+        return self.fc(y.mean((2, 3)))
+
+
+def _conv_bn_onnx() -> onnx.ModelProto:
+    torch.manual_seed(0)
+    model = ConvBN().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+    buffer = io.BytesIO()  # constant folding off: the BatchNormalization node stays
+    torch.onnx.export(model, (torch.randn(2, 3, 8, 8),), buffer, dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                      do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def test_onnx_batchnorm_statistics_are_re_estimated_on_the_pruned_model():
+    from graphprune.onnx_calibration import recalibrate_onnx_batchnorm
+
+    model = _conv_bn_onnx()
+    (bn,) = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.standard_normal((8, 3, 8, 8)).astype(np.float32)} for _ in range(3)]
+    pruned = graphprune.prune(model, ratio=0.5, repair="none").model
+    recalibrated, count = recalibrate_onnx_batchnorm(pruned, batches)
+    assert count == 1
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in recalibrated.graph.initializer}
+    kept = len(inits[bn.input[3]])
+    assert kept < 6
+    values = collect_onnx_statistics(pruned, batches, {(bn.input[0], 1): kept})[(bn.input[0], 1)]
+    np.testing.assert_allclose(inits[bn.input[3]], values.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(inits[bn.input[4]], values.variance, rtol=1e-4, atol=1e-6)
+    before = {i.name: onnx.numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    assert not np.allclose(before[bn.input[3]], inits[bn.input[3]])  # the loaded statistics were replaced
+    result = graphprune.prune(model, ratio=0.5, calibration=batches + batches[:1])
+    assert "bn_recalibrated" in result.report["calibration"]["output_error"] or \
+        result.report["calibration"].get("bn_undone")
