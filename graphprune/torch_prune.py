@@ -15,6 +15,7 @@ the report. A failed verification restores the module and raises.
 from __future__ import annotations
 
 import contextlib
+import copy
 import re
 import time
 from dataclasses import dataclass
@@ -172,6 +173,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             reference, checks, uncovered = reference_outputs(traced, plan, check_inputs(inputs))
             noise = noise_floor(traced, plan, checks[:1], reference[:1])
         tolerance = max(tolerance, NOISE_MARGIN * noise)
+        # the sequential refit fits the pruned linears to the original's outputs: keep a copy
+        original = copy.deepcopy(module) if repair_mode == "lsq" and plan.channels_removed else None
         emission = emit_torch(traced, plan)
         approx = next((analysis.groups[g].approximate for g in plan.removed
                        if plan.removed[g].any() and analysis.groups[g].approximate), None)
@@ -194,7 +197,9 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             emission.rollback()
             raise VerificationError(f"verification failed: {verification.message}", verification)
         calibrated = apply_repair(pruned, traced, emission, repair, fit, held_out, originals,
-                                  _recalibrate(calibration, samples)) if samples else None
+                                  _recalibrate(calibration, samples),
+                                  original if pruned is module else None) if samples else None
+        del original
     verification.shapes = [[list(x.shape) for x in c if isinstance(x, torch.Tensor)] for c in checks]
     sliced = {name: axes for name, axes in emission.sliced.items() if name in traced.params}
     settings = {"ratio": ratio, "importance": criterion, "global": global_ranking, "round_to": round_to,

@@ -14,6 +14,7 @@ from torch.utils import _pytree as pytree
 
 from .repair import RepairPlan, sliced_values
 from .torch_calibration import recalibrate_batchnorm
+from .torch_sequential import sequential_refit
 
 
 def float_outputs(module, batches) -> list[list[torch.Tensor]]:
@@ -60,8 +61,10 @@ def _restore_buffers(module, saved: dict) -> None:
 
 
 def apply_repair(pruned, traced, emission, repair: RepairPlan | None, fit, held_out, originals,
-                 recalibrate_bn: bool) -> dict:
-    """Repair, then re-estimate BatchNorm, keeping each step only if it lowers the held-out error."""
+                 recalibrate_bn: bool, original=None) -> dict:
+    """Repair, then (given the ``original`` module) the sequential refit of
+    :mod:`graphprune.torch_sequential`, then re-estimate BatchNorm, keeping each step only if it
+    lowers the held-out error."""
     errors = {"pruned": output_error(pruned, held_out, originals)}
     best = errors["pruned"]
     outcome: dict = {"output_error": errors}
@@ -75,6 +78,20 @@ def apply_repair(pruned, traced, emission, repair: RepairPlan | None, fit, held_
                 outcome["repair"]["undone"] = "it raised the held-out output error"
             else:
                 best = errors["repaired"]
+    if original is not None:
+        kept_rows = {name[:-len(".weight")]: axes[0] for name, axes in emission.sliced.items()
+                     if name.endswith(".weight") and 0 in axes}
+        names, undo = sequential_refit(pruned, original, fit, kept_rows)
+        if names:
+            errors["sequential_refit"] = output_error(pruned, held_out, originals)
+            outcome["sequential_refit"] = len(names)
+            if errors["sequential_refit"] > best:
+                for step in reversed(undo):
+                    step()
+                outcome["sequential_refit"] = 0
+                outcome["sequential_undone"] = "it raised the held-out output error"
+            else:
+                best = errors["sequential_refit"]
     if recalibrate_bn:
         saved = _norm_buffers(pruned)
         count = recalibrate_batchnorm(pruned, fit)

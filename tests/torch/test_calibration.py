@@ -184,3 +184,35 @@ def test_reconstruction_importance_removes_the_channel_others_predict():
     assert errors["repaired"] < 1e-3  # the removed copy is restored from its twin
     copies, smallest_kept, _ = outcome["activation"]
     assert copies == 2 and not smallest_kept
+
+
+class ThreeLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_sequential_refit_fits_the_pruned_models_own_inputs():
+    """One-shot least squares refits fc3 for fc2's *original* outputs; the sequential refit
+    sees what the pruned fc1/fc2 now give it, so it must end closer to the original."""
+    from graphprune.torch_sequential import sequential_refit
+
+    torch.manual_seed(0)
+    model = ThreeLinear().eval()
+    batches = _batches(12, shape=(256, 6))
+    result = graphprune.prune(model, ratio=0.5, example_inputs=(batches[0],), calibration=batches)
+    errors = result.report["calibration"]["output_error"]
+    assert errors["sequential_refit"] < errors["repaired"] < errors["pruned"]
+    assert result.report["calibration"]["sequential_refit"] == 3
+    # the refit itself: a linear whose pruned input still spans the original one is fitted exactly
+    original = nn.Sequential(nn.Linear(4, 3)).eval()
+    pruned = nn.Sequential(nn.Linear(4, 3)).eval()  # another function of the same inputs
+    names, undo = sequential_refit(pruned, original, [(torch.randn(64, 4),) for _ in range(4)], {})
+    assert names == ["0"]
+    x = torch.randn(32, 4)
+    torch.testing.assert_close(pruned(x), original(x), rtol=1e-3, atol=1e-3)
+    undo[0]()
+    assert not torch.allclose(pruned(x), original(x), atol=1e-3)
