@@ -84,6 +84,7 @@ class FeedPlan:
     declared: dict[str, tuple[int, ...]] = field(default_factory=dict)
     index_rows: dict[str, int] = field(default_factory=dict)  # integer input -> rows it indexes
     view: object = None  # feed_values.ModelView: consumers' constraints on values
+    observed: dict[str, tuple[int, int]] = field(default_factory=dict)  # integer input -> calibration range
 
     @property
     def symbolic(self) -> bool:
@@ -131,8 +132,12 @@ class FeedPlan:
             self.view.shapes = {k: tuple(v) for k, v in shapes.items()}
         feeds = {}
         for spec in self.inputs:
-            feeds[spec.name] = _value(spec, tuple(shapes[spec.name]), self.index_rows.get(spec.name), rng,
-                                      self.view, safe)
+            shape = tuple(shapes[spec.name])
+            seen = self.observed.get(spec.name)
+            if seen is not None:  # the values real inputs take (calibration data)
+                feeds[spec.name] = rng.integers(seen[0], seen[1] + 1, size=shape).astype(_np_dtype(spec.elem_type))
+                continue
+            feeds[spec.name] = _value(spec, shape, self.index_rows.get(spec.name), rng, self.view, safe)
         return feeds
 
 
@@ -215,8 +220,23 @@ def _index_rows(model: onnx.ModelProto, names: set[str]) -> dict[str, int]:
     return rows
 
 
-def feed_plan(model: onnx.ModelProto, declared: dict[str, tuple[int, ...]] | None = None) -> FeedPlan:
-    """Read a model's inputs: symbols with roles, declared shapes, index ranges."""
+def observed_ranges(examples, names: set[str]) -> dict[str, tuple[int, int]]:
+    """(min, max) of each integer input over example feeds (calibration batches)."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for batch in examples or []:
+        for name in names & set(batch):
+            values = np.asarray(batch[name])
+            if values.size and values.dtype.kind in "iu":
+                lo, hi = int(values.min()), int(values.max())
+                old = ranges.get(name, (lo, hi))
+                ranges[name] = (min(lo, old[0]), max(hi, old[1]))
+    return ranges
+
+
+def feed_plan(model: onnx.ModelProto, declared: dict[str, tuple[int, ...]] | None = None,
+              examples: list[dict] | None = None) -> FeedPlan:
+    """Read a model's inputs: symbols with roles, declared shapes, index ranges, and the range
+    each integer input takes in ``examples`` (calibration feeds), which then bounds its values."""
     g = model.graph
     initializers = {t.name for t in g.initializer}
     declared = dict(declared or {})
@@ -248,4 +268,5 @@ def feed_plan(model: onnx.ModelProto, declared: dict[str, tuple[int, ...]] | Non
     integers = {s.name for s in specs if _np_dtype(s.elem_type).kind in "iu"}
     from .feed_values import ModelView
 
-    return FeedPlan(specs, roles, declared, _index_rows(model, integers), ModelView(model))
+    return FeedPlan(specs, roles, declared, _index_rows(model, integers), ModelView(model),
+                    observed_ranges(examples, integers))

@@ -232,7 +232,7 @@ def reference_session(model: onnx.ModelProto):
 
 def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate: bool = False,
             tolerance: float = 1e-4, seed: int = 0, input_shapes: dict | None = None,
-            internal: dict[str, list] | None = None) -> Verification:
+            internal: dict[str, list] | None = None, examples: list[dict] | None = None) -> Verification:
     """Run both models on the same inputs and compare every output (and ``internal`` tensors).
 
     Inputs come from :mod:`.feeds`: realistic sizes for symbolic dims (the
@@ -240,7 +240,8 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
     assignments where the model allows; valid integer indices. ``internal``
     maps tensors both models compute to the kept indices per axis (None: the
     axis is unchanged); the reference's tensor is sliced before comparing, so
-    a wrong slice is caught even where the outputs saturate.
+    a wrong slice is caught even where the outputs saturate. ``examples`` (calibration
+    feeds) bound the values of integer inputs to the range real inputs take.
     """
     from .feeds import feed_plan
 
@@ -253,7 +254,7 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
     except Exception as exc:  # the original loads and the result does not: the result is wrong
         return Verification("failed", tolerance=tolerance,
                             message=f"onnxruntime cannot load the result: {shorten(str(exc), 200)}")
-    plan = feed_plan(reference, input_shapes)
+    plan = feed_plan(reference, input_shapes, examples)
     runs = _run_reference(ref, plan, seed)
     ref_names = [o.name for o in ref.get_outputs()]
     cand_inputs = {i.name for i in cand.get_inputs()}
@@ -422,7 +423,8 @@ def internal_checkpoints(plan) -> dict[str, list]:
 
 
 def verify_prune(original: onnx.ModelProto, pruned: onnx.ModelProto, plan,
-                 tolerance: float = 1e-4, seed: int = 0, input_shapes: dict | None = None) -> Verification:
+                 tolerance: float = 1e-4, seed: int = 0, input_shapes: dict | None = None,
+                 calibration: list[dict] | None = None) -> Verification:
     """Check a pruned model against the oracle built from ``original`` and ``plan``,
     at its outputs and right after every contraction the prune touched.
 
@@ -435,7 +437,7 @@ def verify_prune(original: onnx.ModelProto, pruned: onnx.ModelProto, plan,
     """
     if not any(np.asarray(mask).any() for mask in plan.removed.values()):
         try:
-            check = compare(original, pruned, False, tolerance, seed, input_shapes)
+            check = compare(original, pruned, False, tolerance, seed, input_shapes, examples=calibration)
             if check.ok:
                 return check
             why = check.message
@@ -447,4 +449,4 @@ def verify_prune(original: onnx.ModelProto, pruned: onnx.ModelProto, plan,
     approximate = any(plan.analysis.groups[gid].approximate and mask.any()
                       for gid, mask in plan.removed.items())
     return compare(oracle_model(original, plan), pruned, approximate, tolerance, seed, input_shapes,
-                   internal_checkpoints(plan))
+                   internal_checkpoints(plan), examples=calibration)

@@ -140,3 +140,15 @@ def test_prunable_model_behind_a_resize_with_sizes_input_verifies():
     result = graphprune.prune(model, ratio=0.5)
     assert result.verification.status == "exact"
     assert result.report["initializers"]["w1"]["0"] and len(result.report["initializers"]["w1"]["0"]) == 3
+
+
+def test_calibration_values_bound_integer_inputs():
+    """An integer input no rule understands takes the range the calibration data shows."""
+    model = _model([helper.make_node("Cast", ["code"], ["f"], to=TensorProto.FLOAT),
+                    helper.make_node("Sqrt", ["f"], ["y"])],
+                   [vi("code", TensorProto.INT32, [4, 6])], [vi("y", F, None)])
+    plan = feed_plan(model, examples=[{"code": np.array([[3, 9]], np.int32)}, {"code": np.array([[7]], np.int32)}])
+    for seed in range(4):
+        value = plan.values({"code": (4, 6)}, seed)["code"]
+        assert value.dtype == np.int32 and value.min() >= 3 and value.max() <= 9 and len(np.unique(value)) > 1
+    assert compare(model, model, examples=[{"code": np.array([[3, 9]], np.int32)}]).status == "exact"
