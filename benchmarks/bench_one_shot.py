@@ -361,7 +361,7 @@ def tp_llm_cells(model, example, share, evaluation, base, dense_ppl) -> str:
     return queue.get() if not queue.empty() else "- | crashed | -"
 
 
-def run_smollm2(n_windows: int, shares=None, with_tp: bool = True) -> None:
+def run_smollm2(n_windows: int, shares=None, with_tp: bool = True, hidden_modes=None) -> None:
     import graphprune
 
     tok, dense = smollm2_model()
@@ -387,7 +387,8 @@ def run_smollm2(n_windows: int, shares=None, with_tp: bool = True) -> None:
                ("graphprune", "reconstruction", "lsq", "pruned"), ("graphprune", "reconstruction", "lsq", "rotated")]
     total = sum(p.numel() for p in dense.parameters())
     runs = [(0.2, ("graphprune", "l2", "none", "kept"))]  # weight norms, no calibration: the baseline
-    runs += [(share, config) for share in shares for config in configs]
+    runs += [(share, config) for share in shares for config in configs
+             if hidden_modes is None or config[3] in hidden_modes]
     if with_tp:
         runs += [(0.2, ("torch-pruning", "l2", "-", "pruned"))]  # last: it may not finish (TP_TIMEOUT)
     for share, (tool, criterion, repair, hidden) in runs:
@@ -421,6 +422,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=64, help="smollm2: calibration windows of 256 tokens")
     parser.add_argument("--shares", type=float, nargs="+", help="smollm2: decoder-parameter shares to remove "
                         "(default 0.1 0.2 0.3)")
+    parser.add_argument("--hidden", nargs="+", choices=["kept", "pruned", "rotated"],
+                        help="smollm2: only these treatments of the hidden size (default all)")
     parser.add_argument("--no-torch-pruning", action="store_true",
                         help="smollm2: skip Torch-Pruning (it does not finish in 600 s here)")
     args = parser.parse_args()
@@ -430,7 +433,7 @@ def main() -> None:
     elif args.benchmark == "minilm":
         run_minilm()
     else:
-        run_smollm2(args.windows, args.shares, not args.no_torch_pruning)
+        run_smollm2(args.windows, args.shares, not args.no_torch_pruning, args.hidden)
 
 
 if __name__ == "__main__":

@@ -154,7 +154,8 @@ def _run_rules(graph: Graph) -> DimTable:
 
 
 # constant inputs each op's emitter recomputes for pruned axes (so a folded size there is fine)
-REWRITTEN_INPUTS = {"Reshape": (1,), "Expand": (1,), "Slice": (1, 2), "Split": (1,), "Resize": (3,)}
+REWRITTEN_INPUTS = {"Reshape": (1,), "Expand": (1,), "Slice": (1, 2), "Split": (1,), "Resize": (3,),
+                    "ConstantOfShape": (0,)}
 
 
 def _builds_targets(table: DimTable, node) -> bool:

@@ -305,7 +305,7 @@ def _same_size(ctx, source: tuple[str, int], y: str, axis: int) -> bool:
 
 
 # Inputs that read a shape vector, per op, whose rule accounts for every entry it reads
-SHAPE_INPUTS = {"Reshape": (1,), "Expand": (1,), "Slice": (1, 2, 4), "Resize": (3,)}
+SHAPE_INPUTS = {"Reshape": (1,), "Expand": (1,), "Slice": (1, 2, 4), "Resize": (3,), "ConstantOfShape": (0,)}
 
 
 def pin_reads(table, node: Node, indices=None, reason: str | None = None) -> None:

@@ -60,3 +60,19 @@ def expand(ctx):
 def expand_shape(ctx):
     """Entries of the target above 1 on pruned axes take the new size."""
     rewrite_target(ctx, 1, target_rewrites(ctx, 1, ctx.node.outputs[0], EXPAND_INERT))
+
+
+@rule("ConstantOfShape")
+def constant_of_shape(ctx):
+    """``ConstantOfShape(shape)`` fills a tensor of a shape given as a vector (a recurrent
+    layer's zero initial state, ``[dirs, batch, hidden]``): every output axis follows its entry
+    of the vector, like a Reshape target; a filled constant has nothing to zero or slice."""
+    y = ctx.node.outputs[0]
+    couple_target(ctx, 0, y, ())
+    for axis in range(ctx.rank(y)):
+        ctx.dim(y, axis)  # each axis is what its entry says: mapped, its channels chosen downstream
+
+
+@emitter("ConstantOfShape")
+def constant_of_shape_target(ctx):
+    rewrite_target(ctx, 0, target_rewrites(ctx, 0, ctx.node.outputs[0], ()))

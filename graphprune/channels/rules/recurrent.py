@@ -1,0 +1,79 @@
+"""Recurrent layers: LSTM (4 gates), GRU (3) and RNN (1), every direction, layout and attribute.
+
+``W[dirs, G·H, in]``, ``R[dirs, G·H, H]``, ``B[dirs, 2·G·H]`` (input and
+recurrent biases, gate-major), LSTM's peepholes ``P[dirs, 3·H]``;
+``initial_h``/``initial_c`` ``[dirs, batch, H]`` and outputs ``Y[seq, dirs,
+batch, H]``, ``Y_h``/``Y_c`` ``[dirs, batch, H]`` (``layout=1``: batch first,
+``[batch, seq, dirs, H]`` and ``[batch, dirs, H]``).
+
+One hidden unit ``j`` is row ``g·H + j`` of every gate block of ``W``, ``R``,
+``B`` and ``P``, column ``j`` of ``R`` and entry ``j`` of the states and
+outputs: a virtual dim of ``H`` elements tied to each of those in blocks.
+Removing unit ``j`` is exact: its state reaches the other units only
+through ``R``'s column ``j`` (the recurrent contraction, which the oracle
+zeroes, declared as a contraction of ``R`` itself) and everything else only
+through ``Y`` (zeroed where it is consumed). The input features are
+contracted with ``W``'s last axis. The number of directions is pinned;
+``hidden_size`` is rewritten on emission. Gate activations, ``clip``,
+``input_forget`` and GRU's ``linear_before_reset`` act per unit and need
+nothing.
+"""
+
+from ..dims import Unsupported
+from . import emitter, rule
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+@rule("LSTM", "GRU", "RNN")
+def recurrent(ctx):
+    op = ctx.node.op
+    gates = GATES[op]
+    x, w, r, b = (ctx.node.input(i) for i in range(4))
+    initial = [ctx.node.input(5)] + ([ctx.node.input(6)] if op == "LSTM" else [])
+    peephole = ctx.node.input(7) if op == "LSTM" else ""
+    outputs = list(ctx.node.outputs) + [""] * 3
+    y, states = outputs[0], [o for o in outputs[1:3 if op != "LSTM" else 3] if o]
+    batch_first = ctx.attr("layout", 0) == 1
+    hidden = ctx.attr("hidden_size")
+    if hidden is None:
+        shape = ctx.shape(r)
+        hidden = shape[2] if shape and len(shape) == 3 else None
+    if not isinstance(hidden, int):
+        raise Unsupported(f"{op} '{ctx.node.name}' has no static hidden_size")
+    unit = ctx.virtual("hidden units", hidden)
+    ctx.blocks(ctx.dim(w, 1), unit, 1, gates)
+    ctx.blocks(ctx.dim(r, 1), unit, 1, gates)
+    ctx.same(ctx.dim(r, 2), unit)
+    if b:
+        ctx.blocks(ctx.dim(b, 1), unit, 1, 2 * gates)
+    if peephole:
+        ctx.blocks(ctx.dim(peephole, 1), unit, 1, 3)
+    directions = ctx.dim(w, 0)
+    ctx.pin(directions, f"{op} '{ctx.node.name}': the number of directions is fixed by 'direction'")
+    for t in (r, b, peephole):
+        if t:
+            ctx.same(ctx.dim(t, 0), directions)
+    # input features: contracted with W's last axis
+    ctx.same(ctx.dim(x, 2), ctx.dim(w, 2))
+    ctx.contracts(0, 2, weight=(1, 2, None))
+    ctx.contracts(2, 2)  # the recurrence: R's column j carries unit j's state to every unit
+    seq_axis, batch_axis = (1, 0) if batch_first else (0, 1)
+    state_dirs, state_batch = (1, 0) if batch_first else (0, 1)
+    for s in [t for t in initial if t] + states:
+        ctx.same(ctx.dim(s, 2), unit)
+        ctx.same(ctx.dim(s, state_dirs), directions)
+        ctx.same(ctx.dim(s, state_batch), ctx.dim(x, batch_axis))
+    if y:
+        y_seq, y_dirs, y_batch = (1, 2, 0) if batch_first else (0, 1, 2)
+        ctx.same(ctx.dim(y, 3), unit)
+        ctx.same(ctx.dim(y, y_dirs), directions)
+        ctx.same(ctx.dim(y, y_batch), ctx.dim(x, batch_axis))
+        ctx.same(ctx.dim(y, y_seq), ctx.dim(x, seq_axis))
+
+
+@emitter("LSTM", "GRU", "RNN")
+def hidden_size(ctx):
+    r = ctx.node.input(2)
+    if ctx.changed(r, 2):
+        ctx.node.set_attr("hidden_size", ctx.new_size(r, 2))
