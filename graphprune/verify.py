@@ -28,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import InputError, shorten
+from .ort_types import ort_feeds, readable
 
 
 
@@ -192,7 +193,7 @@ def _run_reference(ref, plan, seed: int):
         for safe in (False, True):
             feeds = plan.values(shapes, seed + k, safe=safe)
             try:
-                runs.append((shapes, feeds, ref.run(None, feeds)))
+                runs.append((shapes, feeds, ref.run(None, ort_feeds(feeds))))
                 break
             except Exception as exc:  # the model cannot run on these values: try safer ones, other sizes
                 error = exc
@@ -201,15 +202,18 @@ def _run_reference(ref, plan, seed: int):
     if not runs:
         tried = "; ".join(", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shapes.items())
                           for shapes in plan.assignments()[:3])
+        fix = ("give sizes it accepts with --input-shape NAME=D1xD2..., or skip the check with --no-verify"
+               if plan.symbolic or plan.declared else
+               "its input shapes are fixed, so the model itself fails there: fix or re-export it, or skip "
+               "the check with --no-verify")
         raise InputError(f"the model does not run in onnxruntime at the input shapes tried ({tried}): "
-                         f"{shorten(str(error) or error.__class__.__name__, 200)}; give sizes it accepts with "
-                         "--input-shape NAME=D1xD2..., or skip the check with --no-verify") from error
+                         f"{shorten(str(error) or error.__class__.__name__, 200)}; {fix}") from error
     if len(runs) < RUNS:  # one shape only (static or declared): a second draw of values
         shapes = runs[0][0]
         for safe in (False, True):
             feeds = plan.values(shapes, seed + 101, safe=safe)
             try:
-                runs.append((shapes, feeds, ref.run(None, feeds)))
+                runs.append((shapes, feeds, ref.run(None, ort_feeds(feeds))))
                 break
             except Exception:
                 continue
@@ -248,9 +252,10 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
     computed = ({o for n in reference.graph.node for o in n.output}
                 & {o for n in candidate.graph.node for o in n.output})
     internal = {k: v for k, v in (internal or {}).items() if not approximate and k in computed}
-    ref = reference_session(_with_outputs(reference, list(internal)))
+    ref_model, narrow = readable(_with_outputs(reference, list(internal)))
+    ref = reference_session(ref_model)
     try:
-        cand = session(_with_outputs(candidate, list(internal)))
+        cand = session(readable(_with_outputs(candidate, list(internal)))[0])
     except Exception as exc:  # the original loads and the result does not: the result is wrong
         return Verification("failed", tolerance=tolerance,
                             message=f"onnxruntime cannot load the result: {shorten(str(exc), 200)}")
@@ -266,7 +271,7 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
     for shapes, feeds, expected in runs:
         try:
             actual = dict(zip([o.name for o in cand.get_outputs()],
-                              cand.run(None, {k: v for k, v in feeds.items() if k in cand_inputs})))
+                              cand.run(None, ort_feeds({k: v for k, v in feeds.items() if k in cand_inputs}))))
         except Exception as exc:  # the result does not run where the original does: a failed check
             result.status = "failed"
             result.message = f"the result does not run at inputs {shapes}: {str(exc).splitlines()[0][:300]}"
@@ -285,7 +290,8 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
                                   f"{len(expected_leaves)} (inputs {shapes})")
                 return result
             for e, a in zip(expected_leaves, actual_leaves):
-                message = _compare_tensor(result, name, where, e, a, approximate, tolerance, shapes)
+                message = _compare_tensor(result, name, where, e, a, approximate, tolerance, shapes,
+                                          narrow.get(name))
                 if message:
                     result.status = "failed"
                     result.message = message
@@ -307,8 +313,9 @@ def _leaves(value) -> list[np.ndarray]:
 
 
 def _compare_tensor(result: Verification, name: str, where: str, e: np.ndarray, a: np.ndarray,
-                    approximate: bool, tolerance: float, shapes) -> str:
-    """'' when ``a`` matches ``e`` (recording the error in ``result``), else why not."""
+                    approximate: bool, tolerance: float, shapes, own_type: str | None = None) -> str:
+    """'' when ``a`` matches ``e`` (recording the error in ``result``), else why not.
+    ``own_type``: the tensor's type when it was read as float32 (bfloat16, float8)."""
     if e.shape != a.shape:
         return f"{where} '{name}' has shape {a.shape}, expected {e.shape} (inputs {shapes})"
     if approximate:
@@ -317,7 +324,7 @@ def _compare_tensor(result: Verification, name: str, where: str, e: np.ndarray, 
             return f"output '{name}' has non-finite values"
         return ""
     err = relative_error(e, a)
-    limit = tolerance_for(e.dtype, tolerance) if is_float(e.dtype) else 0.0
+    limit = tolerance_for(np.dtype(own_type) if own_type else e.dtype, tolerance) if is_float(e.dtype) else 0.0
     result.outputs[name] = max(err, result.outputs.get(name, 0.0))
     result.max_relative_error = max(result.max_relative_error, err)
     if not err <= limit:
@@ -348,7 +355,7 @@ def _noise_floor(reference: onnx.ModelProto, internal: dict, run) -> float:
         got = wide.run(None, wide_feeds)
     except Exception:
         try:
-            got = session(_with_outputs(reference, outputs), optimize=False).run(None, feeds)
+            got = session(readable(_with_outputs(reference, outputs))[0], optimize=False).run(None, ort_feeds(feeds))
         except Exception:
             return 0.0
     worst = 0.0

@@ -152,3 +152,41 @@ def test_calibration_values_bound_integer_inputs():
         value = plan.values({"code": (4, 6)}, seed)["code"]
         assert value.dtype == np.int32 and value.min() >= 3 and value.max() <= 9 and len(np.unique(value)) > 1
     assert compare(model, model, examples=[{"code": np.array([[3, 9]], np.int32)}]).status == "exact"
+
+
+ONNX_TYPES = [TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32,
+              TensorProto.UINT32, TensorProto.INT64, TensorProto.UINT64, TensorProto.FLOAT16,
+              TensorProto.BFLOAT16, TensorProto.DOUBLE, TensorProto.BOOL]
+
+
+@pytest.mark.parametrize("elem", ONNX_TYPES, ids=[TensorProto.DataType.Name(t) for t in ONNX_TYPES])
+def test_every_input_is_fed_in_its_own_dtype(elem):
+    model = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+                   [vi("x", elem, [2, 3])], [vi("y", F, [2, 3])])
+    values = feed_plan(model).values({"x": (2, 3)}, 0)["x"]
+    assert values.dtype == helper.tensor_dtype_to_np_dtype(elem)
+    assert compare(model, model).status == "exact"
+
+
+def test_macs_of_an_unsorted_graph_are_those_of_the_sorted_one():
+    import mutations
+
+    model = mutations.conv_net()
+    shuffled = mutations.conv_net()
+    mutations.shuffle_nodes(shuffled, np.random.default_rng(5))
+    assert [n.name for n in shuffled.graph.node] != [n.name for n in model.graph.node]
+    assert graphprune.inspect(shuffled)["macs"] == graphprune.inspect(model)["macs"] > 0
+
+
+def test_bfloat16_outputs_are_read_and_compared_at_their_own_tolerance():
+    def model(scale):
+        return _model([helper.make_node("Mul", ["x", "s"], ["xs"]),
+                       helper.make_node("Cast", ["xs"], ["h"], to=TensorProto.BFLOAT16),
+                       helper.make_node("Transpose", ["h"], ["y"], perm=[1, 0])],
+                      [vi("x", F, [2, 3])], [vi("y", TensorProto.BFLOAT16, [3, 2])],
+                      [numpy_helper.from_array(np.float32(scale), "s")])
+
+    result = compare(model(1.0), model(1.0))
+    assert result.status == "exact" and result.outputs == {"y": 0.0}
+    assert compare(model(1.0), model(1.01)).status == "exact"  # within bfloat16's tolerance
+    assert compare(model(1.0), model(1.5)).status == "failed"  # another function: caught
