@@ -197,7 +197,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
                          replay=read_plan(plan) if plan is not None else None)
     outcome = step(graph)
     pruned = to_onnx(graph)
-    verification = (verify_prune(oracle_source, pruned, step.plan, tolerance, input_shapes=input_shapes) if verify
+    verification = (verify_prune(oracle_source, pruned, step.plan, tolerance, input_shapes=input_shapes,
+                                 calibration=batches or None) if verify
                     else Verification("skipped", tolerance=tolerance))
     settings = {"ratio": ratio, "importance": step.importance, "global": global_ranking,
                 "round_to": round_to, "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio,

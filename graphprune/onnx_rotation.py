@@ -5,8 +5,8 @@ read by the embedding ``Gather`` and, through a ``Transpose``, by the LM
 head's ``MatMul``) gets a second initializer, ``<name>.untied``, for the
 reader that took the final norm's scale. The rotated graph must compute the
 same function: onnxruntime runs it and the graph as loaded on the held-out
-calibration feeds, and a rotation whose outputs differ by more than
-``ROTATION_TOLERANCE`` (relative) is undone, with the reason reported.
+calibration feeds, and a rotation whose outputs change beyond float rounding
+is undone, with the reason reported (:func:`graphprune.rotation.rotate_groups`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from .activation_importance import contraction_weight
 from .channels import analyse
 from .emit.onnx import to_onnx
 from .onnx_calibration import collect_onnx_statistics, output_error, run_all
-from .rotation import plan_rotation, stream_groups
-
-ROTATION_TOLERANCE = 1e-3
+from .rotation import NO_STREAM, rotate_groups, stream_groups, stream_inputs
 
 
 def _untie(graph, analysis, rotation) -> list | str:
@@ -48,38 +46,26 @@ def _untie(graph, analysis, rotation) -> list | str:
     return undo
 
 
+def _apply(graph, analysis, rotation) -> list | str:
+    """Write ``rotation`` into the graph's constants (untying where it must); its undo steps."""
+    previous = {name: graph.constants[name] for name in rotation.values}
+    undo = _untie(graph, analysis, rotation)
+    if isinstance(undo, str):
+        return undo
+    graph.constants.update(rotation.values)
+    return undo + [lambda: graph.constants.update(previous)]
+
+
 def rotate_onnx_streams(graph, fit: list[dict], checks: list[dict]) -> dict:
     """Rotate every RMSNorm-read stream group of ``graph`` in place (see the module docstring)."""
     analysis = analyse(graph)
     groups = stream_groups(analysis)
     if not groups:
-        return {"rotated": [], "skipped": {}, "reason": "no prunable stream is read through an RMSNorm"}
-    table = analysis.table
-    wanted = {(c.tensor, c.axis): table.sizes[c.dim] for c in table.contractions
-              if int(analysis.group_of[c.dim]) in groups}
+        return {"rotated": [], "skipped": {}, "reason": NO_STREAM}
+    wanted = stream_inputs(analysis, groups)
     model = to_onnx(graph)
     stats = collect_onnx_statistics(model, fit, wanted, gram=set(wanted))
     reference = run_all(model, checks)
     del model
-    rotated, skipped = [], {}
-    for gid in groups:
-        label = analysis.describe(analysis.groups[gid])
-        rotation = plan_rotation(analysis, gid, stats)
-        if isinstance(rotation, str):
-            skipped[label] = rotation
-            continue
-        previous = {name: graph.constants[name] for name in rotation.values}
-        undo = _untie(graph, analysis, rotation)
-        if isinstance(undo, str):
-            skipped[label] = undo
-            continue
-        graph.constants.update(rotation.values)
-        error = output_error(reference, to_onnx(graph), checks)
-        if error > ROTATION_TOLERANCE:
-            graph.constants.update(previous)
-            for step in reversed(undo):
-                step()
-            skipped[label] = f"the rotated model's outputs differ by {error:.1e} (relative)"
-            continue
-        rotated.append({"group": label, "output_change": float(f"{error:.2e}"), **rotation.to_dict()})
-    return {"rotated": rotated, "skipped": skipped}
+    return rotate_groups(analysis, groups, stats, lambda rotation: _apply(graph, analysis, rotation),
+                         lambda: output_error(reference, to_onnx(graph), checks))

@@ -80,8 +80,8 @@ def _statistic_of(graph: Graph, producers, tensor: str, x: str, axis: int) -> bo
         if node.op == "ReduceMean":
             axes = node.attr("axes")
             if axes is None and len(node.inputs) > 1 and node.inputs[1] in graph.constants:
-                axes = graph.constants[node.inputs[1]].tolist()
-            axes = [a % rank for a in (axes or [])] if rank else []
+                axes = np.ravel(graph.constants[node.inputs[1]]).tolist()
+            axes = [int(a) % rank for a in np.ravel(axes if axes is not None else [])] if rank else []
             return axes == [axis] and _is_square_of(producers, node.inputs[0], x)
         if node.op not in STATISTIC_CHAIN:
             return False
@@ -98,14 +98,10 @@ def _normalised_input(graph: Graph, producers, tensor: str, axis: int) -> str | 
     if node is None or node.op not in ("Mul", "Div"):
         return None
     a, b = node.inputs[:2]
-    candidates = [(a, b), (b, a)] if node.op == "Mul" else [(a, b)]
-    for x, statistic in candidates:
+    # x · rsqrt(mean x² + ε) in either order, or x / √(mean x² + ε)
+    for x, statistic in ([(a, b), (b, a)] if node.op == "Mul" else [(a, b)]):
         x = _through(producers, x)
-        if node.op == "Div":
-            # x / √(mean x² + ε): the statistic chain ends in Sqrt
-            if _statistic_of(graph, producers, statistic, x, axis):
-                return x
-        elif _statistic_of(graph, producers, statistic, x, axis):
+        if _statistic_of(graph, producers, statistic, x, axis):
             return x
     return None
 

@@ -162,3 +162,41 @@ def plan_rotation(analysis, group_id: int, stats: dict) -> Rotation | str:
 def stream_groups(analysis) -> list[int]:
     """Prunable groups normalised by an RMSNorm: the candidates for a rotation."""
     return [g.id for g in analysis.prunable_groups() if g.approximate and rms_norms(analysis, g.id)]
+
+
+ROTATION_TOLERANCE = 1e-3  # ‖y' − y‖/‖y‖: float32 rounding through a few dozen rotated layers stays far below
+NO_STREAM = "no prunable stream is read through an RMSNorm"
+
+
+def stream_inputs(analysis, groups: list[int]) -> dict[tuple[str, int], int]:
+    """``(tensor, axis) -> channels`` of every contraction reading one of ``groups``: where the
+    rotation needs Gram matrices."""
+    table = analysis.table
+    return {(c.tensor, c.axis): table.sizes[c.dim] for c in table.contractions
+            if int(analysis.group_of[c.dim]) in groups}
+
+
+def rotate_groups(analysis, groups: list[int], stats: dict, apply, output_change) -> dict:
+    """Plan, apply and check each group's rotation; the report of what was rotated or skipped.
+
+    ``apply(rotation)`` writes it into the model and returns its undo steps (or why it
+    cannot); ``output_change()`` is the relative change of the model's outputs since before
+    the first rotation. A rotation that changes them by more than ``ROTATION_TOLERANCE`` is
+    undone: it was meant to be lossless.
+    """
+    rotated, skipped = [], {}
+    for gid in groups:
+        label = analysis.describe(analysis.groups[gid])
+        rotation = plan_rotation(analysis, gid, stats)
+        undo = apply(rotation) if not isinstance(rotation, str) else rotation
+        if isinstance(undo, str):
+            skipped[label] = undo
+            continue
+        error = output_change()
+        if error > ROTATION_TOLERANCE:
+            for step in reversed(undo):
+                step()
+            skipped[label] = f"the rotated model's outputs differ by {error:.1e} (relative)"
+            continue
+        rotated.append({"group": label, "output_change": float(f"{error:.2e}"), **rotation.to_dict()})
+    return {"rotated": rotated, "skipped": skipped}

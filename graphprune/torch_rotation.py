@@ -3,8 +3,8 @@
 The rotation is meant to be lossless: the rotated module must compute the
 same function. That is checked, not assumed: the outputs before and after on
 the held-out calibration batches and the oracle's inputs must agree to float
-rounding (``ROTATION_TOLERANCE``, relative), else the rotation is undone and
-the report says why. Pruning then runs on the rotated module as on any other.
+rounding (:func:`graphprune.rotation.rotate_groups`), else the rotation is
+undone and the report says why. Pruning then runs on the rotated module as on any other.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import torch
 from torch import nn
 
 from .frontends.fx import FxModel
-from .rotation import plan_rotation, stream_groups
+from .rotation import NO_STREAM, rotate_groups, stream_groups, stream_inputs
 from .torch_calibration import collect_statistics
 from .torch_repair import float_outputs, output_error
-
-ROTATION_TOLERANCE = 1e-3  # ‖y' − y‖/‖y‖ float32 rounding through a few dozen rotated layers stays far below
 
 
 def _holders(module: nn.Module, param: torch.Tensor) -> list[tuple[nn.Module, str]]:
@@ -44,6 +42,11 @@ def _untie(module: nn.Module, param: torch.Tensor, value) -> list | str:
     return undo
 
 
+def _copy(target: torch.Tensor, value: torch.Tensor) -> None:
+    with torch.no_grad():
+        target.copy_(value)
+
+
 def _apply(traced: FxModel, rotation) -> list | str:
     undo = []
     with torch.no_grad():
@@ -58,7 +61,7 @@ def _apply(traced: FxModel, rotation) -> list | str:
             target = traced.params[name]
             previous = target.detach().clone()
             target.copy_(torch.as_tensor(value, dtype=target.dtype).reshape(target.shape))
-            undo.append(lambda target=target, previous=previous: target.copy_(previous))
+            undo.append(lambda target=target, previous=previous: _copy(target, previous))
     return undo
 
 
@@ -68,29 +71,9 @@ def rotate_streams(traced: FxModel, analysis, fit: list[tuple], checks: list[tup
     batches the rotated module must reproduce its outputs on."""
     groups = stream_groups(analysis)
     if not groups:
-        return {"rotated": [], "skipped": {}, "reason": "no prunable stream is read through an RMSNorm"}
-    table = analysis.table
-    wanted = {(c.tensor, c.axis): table.sizes[c.dim] for c in table.contractions
-              if int(analysis.group_of[c.dim]) in groups}
+        return {"rotated": [], "skipped": {}, "reason": NO_STREAM}
+    wanted = stream_inputs(analysis, groups)
     stats = collect_statistics(traced, fit, wanted, gram=set(wanted))
     before = float_outputs(traced.module, checks)
-    rotated, skipped = [], {}
-    for gid in groups:
-        label = analysis.describe(analysis.groups[gid])
-        rotation = plan_rotation(analysis, gid, stats)
-        if isinstance(rotation, str):
-            skipped[label] = rotation
-            continue
-        undo = _apply(traced, rotation)
-        if isinstance(undo, str):
-            skipped[label] = undo
-            continue
-        error = output_error(traced.module, checks, before)
-        if error > ROTATION_TOLERANCE:
-            with torch.no_grad():
-                for step in reversed(undo):
-                    step()
-            skipped[label] = f"the rotated model's outputs differ by {error:.1e} (relative)"
-            continue
-        rotated.append({"group": label, "output_change": float(f"{error:.2e}"), **rotation.to_dict()})
-    return {"rotated": rotated, "skipped": skipped}
+    return rotate_groups(analysis, groups, stats, lambda rotation: _apply(traced, rotation),
+                         lambda: output_error(traced.module, checks, before))

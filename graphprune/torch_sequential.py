@@ -44,9 +44,8 @@ def _block_key(name: str) -> str:
 
 
 def _execution_order(module: nn.Module, inputs: tuple) -> list[str]:
-    order: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: order.append(name) if name not in order
-                                         else None)
+    order: dict[str, None] = {}  # first call first; a linear called twice keeps its first place
+    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: order.setdefault(name))
              for name, m in module.named_modules() if isinstance(m, nn.Linear)]
     try:
         with torch.no_grad():
@@ -54,7 +53,7 @@ def _execution_order(module: nn.Module, inputs: tuple) -> list[str]:
     finally:
         for h in hooks:
             h.remove()
-    return order
+    return list(order)
 
 
 def _shared(module: nn.Module) -> set[int]:
@@ -97,16 +96,16 @@ def sequential_refit(pruned: nn.Module, original: nn.Module, fit: list[tuple], k
     refitted names and the undo steps. ``kept_rows[name]`` gives the original output rows a
     pruned linear keeps (absent: all)."""
     originals = dict(original.named_modules())
+    modules = dict(pruned.named_modules())
     shared = _shared(pruned)
     order = [n for n in _execution_order(pruned, fit[0]) if isinstance(originals.get(n), nn.Linear)
-             and id(dict(pruned.named_modules())[n].weight) not in shared]
+             and id(modules[n].weight) not in shared]
     blocks: list[list[str]] = []
     for name in order:
         if blocks and _block_key(blocks[-1][-1]) == _block_key(name):
             blocks[-1].append(name)
         else:
             blocks.append([name])
-    modules = dict(pruned.named_modules())
     refitted, undo = [], []
     for block in blocks:
         sums: dict[str, list] = {}

@@ -132,20 +132,23 @@ def _reads(node: onnx.NodeProto) -> list[str]:
     return out
 
 
+def _unique(names: list[str], what: str, verb: str) -> set[str]:
+    """``names`` as a set; a name given twice is an InputError naming ``what`` it is."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"{what} '{name}' is {verb} twice; {REEXPORT}")
+        seen.add(name)
+    return seen
+
+
 def _check_values(g: onnx.GraphProto, where: str) -> None:
     """SSA, every read defined, graph outputs computed, typed inputs."""
     defined: dict[str, str] = {}
-    initializers = set()
-    for t in g.initializer:
-        if t.name in initializers:
-            raise InputError(f"{where}: initializer '{t.name}' is defined twice; {REEXPORT}")
-        initializers.add(t.name)
-        defined[t.name] = "an initializer"
-    seen_inputs = set()
+    initializers = _unique([t.name for t in g.initializer], f"{where}: initializer", "defined")
+    defined.update((name, "an initializer") for name in initializers)
+    _unique([vi.name for vi in g.input], f"{where}: graph input", "declared")
     for vi in g.input:
-        if vi.name in seen_inputs:
-            raise InputError(f"{where}: graph input '{vi.name}' is declared twice; {REEXPORT}")
-        seen_inputs.add(vi.name)
         defined[vi.name] = "a graph input"
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
         if tt is not None and vi.name not in initializers and tt.elem_type == TensorProto.UNDEFINED:
