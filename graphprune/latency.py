@@ -29,11 +29,18 @@ SEARCH_STEPS = 5
 CLOSE_ENOUGH = 0.03  # stop when the measured ratio is within this of the target (timing noise)
 
 
-def latency_feeds(model: onnx.ModelProto, input_shapes: dict | None) -> tuple[dict, dict]:
-    """Feeds at the first shapes the model runs at, and those shapes."""
+def latency_feeds(model: onnx.ModelProto, input_shapes: dict | None, batch: int | None = None,
+                  sess=None) -> tuple[dict, dict]:
+    """Feeds at the first shapes the model runs at, and those shapes.
+
+    ``batch`` sets every dynamic batch axis (the role :mod:`.feeds` gives it) of an input
+    ``input_shapes`` does not declare; ``sess`` is a session of ``model`` to try them in.
+    """
     plan = feed_plan(model, input_shapes)
-    sess = session(model)
+    sess = sess or session(model)
     for shapes in plan.assignments():
+        if batch is not None:
+            shapes = _with_batch(plan, shapes, batch)
         feeds = plan.values(shapes, 0)
         try:
             sess.run(None, feeds)
@@ -47,17 +54,44 @@ def latency_feeds(model: onnx.ModelProto, input_shapes: dict | None) -> tuple[di
 def measure(model: onnx.ModelProto, feeds: dict) -> float:
     """Median seconds per run of ``model`` on ``feeds``."""
     sess = session(model)
-    for _ in range(2):
-        sess.run(None, feeds)
+    return float(np.median(run_times(lambda: sess.run(None, feeds), warmup=2, min_runs=MIN_RUNS,
+                                     min_seconds=MEASURE_SECONDS, max_runs=200)))
+
+
+def run_times(run, warmup: int = 2, min_runs: int = MIN_RUNS, min_seconds: float = 0.0,
+              max_runs: int | None = None) -> list[float]:
+    """Seconds of each call of ``run()`` after ``warmup`` untimed calls: at least ``min_runs``
+    calls and ``min_seconds`` of them, at most ``max_runs``."""
+    for _ in range(warmup):
+        run()
     times, spent = [], 0.0
-    while len(times) < MIN_RUNS or spent < MEASURE_SECONDS:
+    while len(times) < min_runs or spent < min_seconds:
         start = time.perf_counter()
-        sess.run(None, feeds)
+        run()
         times.append(time.perf_counter() - start)
         spent += times[-1]
-        if len(times) >= 200:
+        if max_runs is not None and len(times) >= max_runs:
             break
-    return float(np.median(times))
+    return times
+
+
+def _with_batch(plan, shapes: dict, batch: int) -> dict:
+    """``shapes`` with every undeclared input's dynamic batch axis set to ``batch``."""
+    out, changed = dict(shapes), False
+    for spec in plan.inputs:
+        if spec.name in plan.declared or not spec.dims:
+            continue
+        first = spec.dims[0]
+        if isinstance(first, str) and plan.roles.get(first) == "batch":
+            out[spec.name] = (batch,) + tuple(shapes[spec.name][1:])
+            changed = True
+    fixed = [s for s in plan.inputs if s.dims and isinstance(s.dims[0], int) and s.dims[0] != batch
+             and s.name not in plan.declared]
+    if fixed and not changed:
+        spec = fixed[0]
+        raise InputError(f"--batch {batch}: input '{spec.name}' has a fixed batch of {spec.dims[0]} "
+                         f"(shape {tuple(spec.dims)}); export the model with a dynamic batch axis")
+    return out
 
 
 def relative_latency(model: onnx.ModelProto, dense: onnx.ModelProto, feeds: dict, rounds: int = 3) -> float:
