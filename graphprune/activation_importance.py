@@ -31,6 +31,7 @@ from .calibration import ChannelStats
 from .channels import ChannelAnalysis
 from .channels.dims import Contraction
 from .importance import _per_slice, group_importance
+from .progress import stepped
 
 ACTIVATION_CRITERIA = ("activation", "fluctuation", "reconstruction")
 AUTO = "auto"  # the default with calibration data: reconstruction when its Gram matrices fit GRAM_BUDGET
@@ -95,6 +96,7 @@ def needed_statistics(analysis: ChannelAnalysis) -> dict[tuple[str, int], int]:
             if analysis.group_of[c.dim] in prunable and isinstance(table.sizes[c.dim], int)}
 
 
+@stepped("importance (activations)")
 def activation_importance(analysis: ChannelAnalysis, stats: dict[tuple[str, int], ChannelStats],
                           criterion: str = "activation") -> tuple[dict[int, np.ndarray], int]:
     """Scores per prunable group (see the module docstring) and how many groups fell back to L2."""

@@ -22,6 +22,7 @@ from .report import build_report, group_summary, pinned_parameter_groups
 from .selection import Plan
 from .pipeline import Pass, build_pipeline
 from .plan_io import read_plan
+from .progress import reporting, step as progress_step
 from .verify import Verification, compare, verify_prune
 from .onnx_calibration import apply_onnx_repair
 from .onnx_rotation import rotate_onnx_streams
@@ -52,16 +53,26 @@ def save(model, path: str | os.PathLike, external_data: bool | None = None):
         model = to_onnx(model)
     if not isinstance(model, onnx.ModelProto):
         raise InputError(f"save() takes an onnx.ModelProto or graphprune Graph, not {type(model).__name__}")
-    return save_onnx(model, path, external_data)
+    with progress_step(f"writing {os.fspath(path)}"):
+        return save_onnx(model, path, external_data)
 
 
-def inspect(model, input_shapes: dict | None = None) -> dict:
+@reporting
+def inspect(model, input_shapes: dict | None = None, *, progress=None) -> dict:
     """Channel groups (prunable and pinned, with reasons), params and MACs per layer.
 
     MACs are counted at ``input_shapes`` where inputs have dynamic axes (else at
-    the first shape the oracle would try); ``macs_at`` says which.
+    the first shape the oracle would try); ``macs_at`` says which. ``progress``:
+    see :mod:`graphprune.progress` (silent by default).
     """
-    graph = load_onnx(model, input_shapes=input_shapes)
+    return inspect_analysis(model, input_shapes)[0]
+
+
+def inspect_analysis(model, input_shapes: dict | None = None) -> tuple[dict, ChannelAnalysis]:
+    """:func:`inspect`'s dict and the channel analysis it came from (for reports that show
+    which tensors each group couples)."""
+    with progress_step("load + shape inference"):
+        graph = load_onnx(model, input_shapes=input_shapes)
     analysis = analyse(graph)
     return {
         "params": graph.param_count(),
@@ -70,16 +81,18 @@ def inspect(model, input_shapes: dict | None = None) -> dict:
         "groups": [group_summary(analysis, g) for g in analysis.prunable_groups()],
         "pinned": pinned_parameter_groups(analysis),
         "layers": layer_table(graph),
-    }
+    }, analysis
 
 
+@reporting
 def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranking: bool = False,
           round_to: int = 1, keep: str | None = None, verify: bool = True,
           max_group_ratio: float = 0.9, tolerance: float = 1e-4, plan=None,
           example_inputs=None, loss_fn=None, input_shapes: dict | None = None, exact: bool = False,
           calibration=None, calibration_samples: int | None = None, repair: str = "auto",
           recalibrate_bn: bool | None = None, target_macs: float | None = None,
-          target_params: float | None = None, target_latency: float | None = None, rotate: bool = False):
+          target_params: float | None = None, target_latency: float | None = None, rotate: bool = False,
+          *, progress=None):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -141,6 +154,12 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
             to leave the function unchanged, reported in ``report["rotation"]``.
             Hidden-size pruning then removes low-energy directions. Tied
             input/output embeddings are untied (the LM head gets a copy).
+        progress: who hears about the long steps (load, shape inference,
+            grouping, importance, calibration, emission, verification): None
+            keeps the current reporter (silent unless the CLI installed one),
+            True shows bars on stderr, a callable gets a
+            :class:`graphprune.progress.Event` per start/advance/end; see
+            :mod:`graphprune.progress`.
     """
     if target_latency is not None:
         if _is_torch_module(model):
@@ -175,10 +194,12 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
     repair = repair if repair != "auto" else ("lsq" if batches else "none")
     if repair not in REPAIRS:
         raise InputError(f"unknown repair '{repair}': choose one of auto, {', '.join(REPAIRS)}")
-    source = read_model(model)
+    with progress_step("load"):
+        source = read_model(model)
     if batches:
         _check_calibration_inputs(source, batches, calibration)
-    graph = load_onnx(source, input_shapes=input_shapes)
+    with progress_step("shape inference"):
+        graph = load_onnx(source, input_shapes=input_shapes)
     macs_at = metric_shapes(graph)
     rotation, oracle_source = None, source
     if rotate:
@@ -195,11 +216,13 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
                          target_params=budget.target if budget and budget.metric == "params" else 0.0,
                          repair=repair, calibration=fit,
                          replay=read_plan(plan) if plan is not None else None)
-    outcome = step(graph)
-    pruned = to_onnx(graph)
-    verification = (verify_prune(oracle_source, pruned, step.plan, tolerance, input_shapes=input_shapes,
-                                 calibration=batches or None) if verify
-                    else Verification("skipped", tolerance=tolerance))
+    outcome = step(graph)  # reports its own steps (prune-channels: grouping, importance, ...)
+    with progress_step("emission"):
+        pruned = to_onnx(graph)
+    with progress_step("verification"):
+        verification = (verify_prune(oracle_source, pruned, step.plan, tolerance, input_shapes=input_shapes,
+                                     calibration=batches or None) if verify
+                        else Verification("skipped", tolerance=tolerance))
     settings = {"ratio": ratio, "importance": step.importance, "global": global_ranking,
                 "round_to": round_to, "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio,
                 "repair": repair}
@@ -211,8 +234,9 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         raise VerificationError(f"verification failed: {verification.message}", verification)
     calibrated = None
     if batches:
-        pruned, calibrated = apply_onnx_repair(source, pruned, step.planned_repair, step.sliced, fit, held_out,
-                                               recalibrate_bn is not False)
+        with progress_step("repair"):
+            pruned, calibrated = apply_onnx_repair(source, pruned, step.planned_repair, step.sliced, fit, held_out,
+                                                   recalibrate_bn is not False)
     report = build_report(step.plan, step.sliced, outcome.params, outcome.macs, verification, settings)
     report["macs_at"] = macs_at
     if plan is not None:
@@ -286,7 +310,8 @@ def metric_shapes(graph: Graph) -> dict[str, list]:
             for name in graph.inputs}
 
 
-def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None = None):
+@reporting
+def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None = None, *, progress=None):
     """Run a pipeline (a Pipeline, a spec string or TOML path) on a model.
 
     Returns ``(ModelProto, PassResult)``. With ``verify``, a lossless pipeline
@@ -295,16 +320,21 @@ def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None
     every pass checked as it runs, so the error names the pass at fault. A
     pipeline with a lossy pass checks every modifying pass as it runs
     (lossless ones against their input, pruning against its oracle).
+    ``progress``: see :func:`prune`.
     """
     if not isinstance(pipeline, Pass):
         pipeline = build_pipeline(pipeline)
-    source = read_model(model)
-    graph = load_onnx(source, input_shapes=input_shapes)
+    with progress_step("load"):
+        source = read_model(model)
+    with progress_step("shape inference"):
+        graph = load_onnx(source, input_shapes=input_shapes)
     lossless = pipeline.lossless
     result = pipeline(graph, verify=verify and not lossless)
-    out = to_onnx(graph)
+    with progress_step("emission"):
+        out = to_onnx(graph)
     if verify and result.modified and lossless:
-        end_to_end = compare(source, out, input_shapes=input_shapes)
+        with progress_step("verification (end to end)"):
+            end_to_end = compare(source, out, input_shapes=input_shapes)
         if not end_to_end.ok:
             pipeline(load_onnx(source, input_shapes=input_shapes), verify=True)  # raises naming the pass
             raise VerificationError(f"pipeline: {end_to_end.message}", end_to_end)
@@ -312,8 +342,10 @@ def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None
     return out, result
 
 
-def fold(model, verify: bool = True, input_shapes: dict | None = None):
-    """The default lossless pipeline (``graphprune fold``), to a fixed point."""
+@reporting
+def fold(model, verify: bool = True, input_shapes: dict | None = None, *, progress=None):
+    """The default lossless pipeline (``graphprune fold``), to a fixed point; ``progress``: see
+    :func:`prune`."""
     import graphprune.passes as builtin
 
     names = [n for n in builtin.DEFAULT_FOLD if n in builtin.PASSES]

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import api, signals
+from . import api, progress, signals
 from .errors import GraphpruneError, InputError, VerificationError, shorten
 from .frontends.onnx import uses_external_data
 from .activation_importance import ACTIVATION_CRITERIA
@@ -109,6 +109,7 @@ def cmd_prune(args) -> int:
     if sum(x is not None for x in (args.ratio, args.plan)) + len(budgets) != 1:
         raise InputError("give exactly one of --ratio R, --target-macs F, --target-params F, --target-latency F "
                          "(choose channels) or --plan REPORT.json (replay)")
+    _check_pictures(args, src)
     start = time.perf_counter()
     try:
         result = api.prune(src, ratio=args.ratio or 0.0, importance=args.importance,
@@ -122,12 +123,15 @@ def cmd_prune(args) -> int:
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
-    with signals.deferred():  # the model and its report, or neither
+    pictures = _prune_pictures(args, src, result)
+    with signals.deferred():  # the model, its report and pictures, or none of them
         _save_like_input(result.model, src, dst)
         if args.report:
             _write_json(Path(args.report), result.report)
-    print_prune_summary(result.report, time.perf_counter() - start)
-    print(f"wrote {dst}")
+        _write_pictures(pictures)
+    if not _quiet(args):
+        print_prune_summary(result.report, time.perf_counter() - start)
+        print(f"wrote {dst}" + "".join(f", {path}" for path, _ in pictures))
     if getattr(args, "bench", False):
         from .bench import bench_after_write
 
@@ -143,8 +147,80 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _quiet(args) -> bool:
+    return bool(getattr(args, "quiet", False))
+
+
+def _check_pictures(args, src: Path) -> None:
+    """Refuse bad --plot/--html paths (and --plot without matplotlib) before any work is done."""
+    from .plots import require_matplotlib
+
+    for flag, path, suffixes in (("--plot", getattr(args, "plot", None), (".png",)),
+                                 ("--html", getattr(args, "html", None), (".html", ".htm"))):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.suffix.lower() not in suffixes:
+            raise InputError(f"{path}: {flag} writes a {'PNG image' if flag == '--plot' else 'web page'}; "
+                             f"give a path ending in {suffixes[0]}")
+        if not path.parent.is_dir():
+            raise InputError(f"{path}: directory {path.parent} does not exist")
+        if src.exists() and _same_file(src, path):
+            raise InputError(f"{path}: refusing to overwrite the input model with {flag}")
+    if getattr(args, "plot", None):
+        require_matplotlib()
+
+
+def _pictures(args, data: dict, layers_after, structure, title: str) -> list[tuple[Path, bytes]]:
+    """The --plot PNG and --html page, rendered (written later, with the other outputs)."""
+    from .html_report import render_html
+    from .plots import render_png
+
+    out = []
+    with progress.step("pictures"):
+        if getattr(args, "plot", None):
+            from .html_report import with_structure
+
+            shown = dict(data, groups=with_structure(data.get("groups", []), structure),
+                         pinned=with_structure(data.get("pinned", []), structure))
+            out.append((Path(args.plot), render_png(shown, layers_after, title)))
+        if getattr(args, "html", None):
+            out.append((Path(args.html), render_html(data, layers_after, structure, title).encode("utf-8")))
+    return out
+
+
+def _prune_pictures(args, src: Path, result) -> list[tuple[Path, bytes]]:
+    if not (getattr(args, "plot", None) or getattr(args, "html", None)):
+        return []
+    from .html_report import group_structure
+    from .metrics import layer_table
+
+    analysis = result.plan.analysis  # its graph is the pruned one, shapes refreshed
+    with progress.step("layer table of the input"):
+        before = layer_table(api.load(src, input_shapes=_input_shapes(args)))
+    return _pictures(args, dict(result.report, layers=before), layer_table(analysis.graph),
+                     group_structure(analysis), f"{src.name}: prune")
+
+
+def _write_pictures(pictures: list[tuple[Path, bytes]]) -> None:
+    from .plots import write_atomic
+
+    for path, payload in pictures:
+        write_atomic(path, payload)
+
+
 def cmd_inspect(args) -> int:
-    info = api.inspect(Path(args.input), input_shapes=_input_shapes(args))
+    src = Path(args.input)
+    _check_pictures(args, src)
+    info, analysis = api.inspect_analysis(src, input_shapes=_input_shapes(args))
+    if args.plot or args.html:
+        from .html_report import group_structure
+
+        pictures = _pictures(args, info, None, group_structure(analysis), f"{src.name}: inspect")
+        with signals.deferred():
+            _write_pictures(pictures)
+    else:
+        pictures = []
     if args.json:
         print(json.dumps(info, indent=1))
         return EXIT_OK
@@ -162,6 +238,8 @@ def cmd_inspect(args) -> int:
     print("\nlayers:")
     print_table([("node", "op", "params", "MACs")] + [
         (r["node"], r["op"], _fmt(r["params"]), _fmt(r["macs"])) for r in info["layers"]])
+    if pictures and not _quiet(args):
+        print("\nwrote " + ", ".join(str(path) for path, _ in pictures))
     return EXIT_OK
 
 
@@ -192,8 +270,9 @@ def _run_and_write(args, runner) -> int:
         _save_like_input(model, src, dst)
         if args.report:
             _write_json(Path(args.report), result.to_dict())
-    print_pass_table(result)
-    print(f"wrote {dst}")
+    if not _quiet(args):
+        print_pass_table(result)
+        print(f"wrote {dst}")
     if getattr(args, "bench", False):
         from .bench import bench_after_write
 
@@ -235,17 +314,28 @@ def cmd_demo(args) -> int:
         raise InputError(f"unknown model '{args.model}': use a torchvision classifier name "
                          "(e.g. resnet50, mobilenet_v3_large, swin_t) or one of the zoo's own blocks "
                          "(mha_block, vit_block, tiny_cnn)")
-    print(f"exporting torchvision {args.model} (random weights) to ONNX ...")
-    path = models.export_onnx(args.model)
-    print(f"pruning {path} at ratio {args.ratio} (l2, local) ...")
+    say = (lambda *_: None) if _quiet(args) else print
+    say(f"exporting torchvision {args.model} (random weights) to ONNX ...")
+    with progress.step(f"exporting {args.model}"):
+        path = models.export_onnx(args.model)
+    say(f"pruning {path} at ratio {args.ratio} (l2, local) ...")
     start = time.perf_counter()
     result = api.prune(path, ratio=args.ratio)
     print_prune_summary(result.report, time.perf_counter() - start)
     if args.output:
         api.save(result.model, args.output)
-        print(f"wrote {args.output}")
+        say(f"wrote {args.output}")
     return EXIT_OK
 
+
+QUIET_HELP = ("no progress on stderr and no summaries: prune, fold and run print nothing but errors "
+              "(inspect, passes and demo still print their result). Without it, progress bars are shown "
+              "on stderr when it is a terminal")
+PLOT_HELP = ("also draw channels per group (kept vs original) and MACs per layer (before and after) into "
+             "this PNG (needs matplotlib: pip install 'graphprune[plot]')")
+HTML_HELP = ("also write a self-contained web page: totals, every group with the layers, parameters and tensors "
+             "it couples, why each pinned group is pinned, params and MACs per layer (with the picture when "
+             "matplotlib is installed)")
 
 INPUT_SHAPE_HELP = ("size of an input with dynamic axes, e.g. input_ids=1x128 or images=1x3x640x640 "
                     "(repeatable); verification runs at it first and MACs are counted at it")
@@ -259,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 verification failed (nothing written), 2 bad input or usage, "
                "3 internal error")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prune", help="remove a fraction of every prunable channel group",
@@ -311,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime oracle check")
     p.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the input file")
     p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help=INPUT_SHAPE_HELP)
+    p.add_argument("--plot", metavar="FILE.png", help=PLOT_HELP)
+    p.add_argument("--html", metavar="FILE.html", help=HTML_HELP)
     add_bench_flag(p)
     p.set_defaults(func=cmd_prune)
 
@@ -320,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="input .onnx model")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help=INPUT_SHAPE_HELP)
+    p.add_argument("--plot", metavar="FILE.png", help=PLOT_HELP)
+    p.add_argument("--html", metavar="FILE.html", help=HTML_HELP)
     p.set_defaults(func=cmd_inspect)
 
     for name, helptext, func in (
@@ -355,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.5, help="fraction to remove (default 0.5)")
     p.add_argument("-o", "--output", help="also write the pruned model here")
     p.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():  # --quiet also after the command name
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
     return parser
 
 
@@ -371,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     signals.install()
+    progress.install(progress.terminal_reporter(args.quiet))
     try:
         return args.func(args)
     except GraphpruneError as exc:

@@ -23,6 +23,8 @@ import numpy as np
 
 from .channels import ChannelAnalysis, ChannelGroup
 from .errors import InputError
+from .weights import release
+from .progress import step
 
 CRITERIA = ("l1", "l2")
 TORCH_CRITERIA = ("taylor", "bn_scale")
@@ -60,6 +62,7 @@ def group_importance(analysis: ChannelAnalysis, group: ChannelGroup, criterion: 
             continue
         score += np.bincount(group.channels[d], weights=_per_slice(w, axis, criterion),
                              minlength=group.size)
+        release(w)  # a mapped weight's pages leave memory once read
     return np.sqrt(score) if criterion == "l2" else score
 
 
@@ -69,4 +72,10 @@ def importance(analysis: ChannelAnalysis, criterion: str = "l2",
     if criterion in TORCH_CRITERIA:
         raise InputError(f"importance '{criterion}' needs the PyTorch model: prune the nn.Module, "
                          "not its ONNX export")
-    return {g.id: group_importance(analysis, g, criterion, values) for g in analysis.prunable_groups()}
+    groups = analysis.prunable_groups()
+    scores = {}
+    with step(f"importance ({criterion})", total=len(groups)) as progress:
+        for g in groups:
+            scores[g.id] = group_importance(analysis, g, criterion, values)
+            progress.advance()
+    return scores

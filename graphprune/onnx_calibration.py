@@ -23,8 +23,10 @@ from onnx import numpy_helper
 
 from .calibration import ChannelStats, as_rows
 from .errors import InputError
+from .progress import step
 from .repair import RepairPlan, sliced_values
 from .verify import _with_outputs, session
+from .weights import tensor_array
 
 STATS_MEMORY = 1 << 30  # bytes of exposed activations per onnxruntime run
 BN_PASSES = 3
@@ -62,23 +64,25 @@ def collect_onnx_statistics(model: onnx.ModelProto, batches: list[dict], wanted:
     sess = session(_with_outputs(model, names))
     stats = {k: ChannelStats.empty(wanted[k], k in gram) for k in keys}
     chunk = None  # rows per run, sized from the first run so exposed tensors stay under STATS_MEMORY
-    for batch in batches:
-        feeds = feeds_for(sess, batch)
-        rows = min((v.shape[0] for v in feeds.values() if v.ndim), default=1)
-        start = 0
-        while start < rows:
-            size = chunk or 1
-            part = {k: v[start:start + size] if v.ndim else v for k, v in feeds.items()}
-            values = dict(zip(names, sess.run(names, part)))
-            if chunk is None:
-                per_row = sum(v.nbytes for v in values.values()) / size
-                chunk = max(1, int(STATS_MEMORY // max(per_row, 1.0)))
-            for key in keys:
-                value = values[key[0]]
-                if value.ndim <= key[1] or value.shape[key[1]] != wanted[key]:
-                    continue  # a run-time size that is not the analysed one: no evidence
-                stats[key].add(as_rows(value.astype(np.float32, copy=False), key[1]))
-            start += size
+    with step("calibration statistics", total=len(batches)) as progress:
+        for batch in batches:
+            feeds = feeds_for(sess, batch)
+            rows = min((v.shape[0] for v in feeds.values() if v.ndim), default=1)
+            start = 0
+            while start < rows:
+                size = chunk or 1
+                part = {k: v[start:start + size] if v.ndim else v for k, v in feeds.items()}
+                values = dict(zip(names, sess.run(names, part)))
+                if chunk is None:
+                    per_row = sum(v.nbytes for v in values.values()) / size
+                    chunk = max(1, int(STATS_MEMORY // max(per_row, 1.0)))
+                for key in keys:
+                    value = values[key[0]]
+                    if value.ndim <= key[1] or value.shape[key[1]] != wanted[key]:
+                        continue  # a run-time size that is not the analysed one: no evidence
+                    stats[key].add(as_rows(value.astype(np.float32, copy=False), key[1]))
+                start += size
+            progress.advance()
     return stats
 
 
@@ -135,7 +139,7 @@ def recalibrate_onnx_batchnorm(model: onnx.ModelProto, batches: list[dict]) -> t
             st = stats.get((node.input[0], 1))
             if st is None or st.count == 0:
                 continue
-            dtype = numpy_helper.to_array(mean).dtype
+            dtype = tensor_array(mean).dtype
             mean.CopyFrom(numpy_helper.from_array(st.mean.astype(dtype).reshape(mean.dims), mean.name))
             var.CopyFrom(numpy_helper.from_array(st.variance.astype(dtype).reshape(var.dims), var.name))
     return out, len(norms)
@@ -160,7 +164,7 @@ def apply_onnx_repair(original: onnx.ModelProto, pruned: onnx.ModelProto, repair
             for init in repaired.graph.initializer:
                 if init.name in values:
                     value = values[init.name]
-                    old = numpy_helper.to_array(init)
+                    old = tensor_array(init)
                     init.CopyFrom(numpy_helper.from_array(value.astype(old.dtype).reshape(old.shape), init.name))
             errors["repaired"] = output_error(originals, repaired, held_out)
             if errors["repaired"] > best:

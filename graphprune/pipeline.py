@@ -24,6 +24,7 @@ from .errors import InputError, VerificationError
 from .frontends.onnx import refresh_shapes
 from .ir import Graph
 from .metrics import total_macs
+from .progress import step
 from .symbolic import expression
 from .verify import Verification, compare
 
@@ -110,15 +111,18 @@ class Pass:
         before_proto = to_onnx(graph, infer=False) if verify else None
         nodes0, params0, macs0 = _measure(graph)
         start = time.perf_counter()
-        details = self.apply(graph) or {}
+        with step(self.name):
+            details = self.apply(graph) or {}
         modified = bool(details.get("changed", 0))
         if modified and not (self.lossless and _shapes_known(graph)):
-            refresh_shapes(graph)  # a lossless pass keeps every existing tensor's shape
+            with step("shape inference"):
+                refresh_shapes(graph)  # a lossless pass keeps every existing tensor's shape
         seconds = time.perf_counter() - start
         nodes1, params1, macs1 = _measure(graph) if modified else (nodes0, params0, macs0)
         verification = None
         if verify and modified:
-            verification = self.check(before_proto, to_onnx(graph, infer=False), graph.input_shapes)
+            with step(f"verification ({self.name})"):
+                verification = self.check(before_proto, to_onnx(graph, infer=False), graph.input_shapes)
             if not verification.ok:
                 raise VerificationError(f"pass {self.name}: {verification.message}", verification)
         return PassResult(self.name, modified, (nodes0, nodes1), (params0, params1),

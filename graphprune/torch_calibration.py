@@ -17,6 +17,7 @@ import torch.fx as fx
 from .calibration import ChannelStats, take
 from .errors import InputError
 from .frontends.fx import FxModel
+from .progress import step
 
 
 def call_inputs(sample, example_inputs: tuple, module: torch.nn.Module) -> tuple:
@@ -115,9 +116,10 @@ def collect_statistics(model: FxModel, samples: list[tuple], wanted: dict[tuple[
         sums[key] = (0, zeros, zeros.clone(),
                      torch.zeros(channels, channels, dtype=torch.float64) if key in gram else None)
     collector = _Collector(model.gm, by_node, sums)
-    with torch.no_grad():
+    with torch.no_grad(), step("calibration statistics", total=len(samples)) as progress:
         for inputs in samples:
             collector.run(*inputs)
+            progress.advance()
     return {key: ChannelStats(count, total.numpy(), squares.numpy(), g.numpy() if g is not None else None)
             for key, (count, total, squares, g) in sums.items()}
 
@@ -138,9 +140,10 @@ def recalibrate_batchnorm(module: torch.nn.Module, samples: list[tuple]) -> int:
             m.reset_running_stats()
             m.momentum = None
             m.train()
-        with torch.no_grad():
+        with torch.no_grad(), step("BatchNorm re-estimate", total=len(samples)) as progress:
             for inputs in samples:
                 module(*inputs)
+                progress.advance()
     finally:
         for m, momentum, training in saved:
             m.momentum = momentum

@@ -35,6 +35,7 @@ from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes
 from .importance import CRITERIA, TORCH_CRITERIA, importance
 from .metrics import total_macs
 from .plan_io import plan_from_kept, read_plan
+from .progress import step
 from .repair import REPAIRS, plan_repair, repair_inputs
 from .report import build_report
 from .selection import Plan, select
@@ -125,15 +126,18 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     fit, held_out = split_held_out(samples)
     repair_mode = calibration.repair if calibration.repair != "auto" else ("lsq" if samples else "none")
     with without_cache(module):
-        traced = trace(module, inputs)
+        with step("tracing"):
+            traced = trace(module, inputs)
         graph = traced.graph
         macs_before, params_before = total_macs(graph), _params(module)
         analysis = analyse(graph)
         rotation = None
         if calibration.rotate and not exact:
-            rotation = rotate_streams(traced, analysis, fit, held_out + [tuple(inputs)])
+            with step("rotation"):
+                rotation = rotate_streams(traced, analysis, fit, held_out + [tuple(inputs)])
             if rotation["rotated"]:  # the weights changed: trace the rotated module afresh
-                traced = trace(module, inputs)
+                with step("tracing"):
+                    traced = trace(module, inputs)
                 graph = traced.graph
                 analysis = analyse(graph)
         budget = _budget_of_original(calibration.budget, params_before, _params(module))
@@ -152,7 +156,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             plan = plan_from_kept(analysis, read_plan(plan_source), target="torch")
         else:
             if criterion in TORCH_CRITERIA:
-                scores, fallbacks = torch_importance(traced, analysis, criterion, fit or [inputs], loss_fn)
+                with step(f"importance ({criterion})"):
+                    scores, fallbacks = torch_importance(traced, analysis, criterion, fit or [inputs], loss_fn)
             elif criterion in ACTIVATION_CRITERIA:
                 scores, fallbacks = activation_importance(analysis, stats, criterion)
             else:
@@ -170,35 +175,41 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         originals = float_outputs(traced.gm, held_out) if samples else []
         reference, checks, noise, uncovered = None, [tuple(inputs)], 0.0, []
         if verify:
-            reference, checks, uncovered = reference_outputs(traced, plan, check_inputs(inputs))
-            noise = noise_floor(traced, plan, checks[:1], reference[:1])
+            with step("verification: oracle outputs"):
+                reference, checks, uncovered = reference_outputs(traced, plan, check_inputs(inputs))
+            with step("verification: noise floor"):
+                noise = noise_floor(traced, plan, checks[:1], reference[:1])
         tolerance = max(tolerance, NOISE_MARGIN * noise)
         # the sequential refit fits the pruned linears to the original's outputs: keep a copy
         original = copy.deepcopy(module) if repair_mode == "lsq" and plan.channels_removed else None
-        emission = emit_torch(traced, plan)
+        with step("emission"):
+            emission = emit_torch(traced, plan)
         approx = next((analysis.groups[g].approximate for g in plan.removed
                        if plan.removed[g].any() and analysis.groups[g].approximate), None)
         if approx is not None and verify and not uncovered:
             approx = None  # every statistic over a pruned axis was taken over kept channels: exact
         repaired = []
         try:
-            if verify and approx is None:  # the oracle itself decides whether the original class still works
-                pruned, verification, repaired = _verify_first_passing(traced, emission, reference, checks,
-                                                                       tolerance)
-            else:
-                pruned, repaired = _choose(traced, emission, checks)
-                _set_mode(pruned, False)
-                verification = (compare_outputs(reference, pruned, checks, tolerance, approx) if verify
-                                else Verification("skipped", tolerance=tolerance))
+            with step("verification" if verify else "checking the returned module"):
+                # with the oracle, it decides whether the original class still works
+                if verify and approx is None:
+                    pruned, verification, repaired = _verify_first_passing(traced, emission, reference, checks,
+                                                                           tolerance)
+                else:
+                    pruned, repaired = _choose(traced, emission, checks)
+                    _set_mode(pruned, False)
+                    verification = (compare_outputs(reference, pruned, checks, tolerance, approx) if verify
+                                    else Verification("skipped", tolerance=tolerance))
         except BaseException:
             emission.rollback()
             raise
         if not verification.ok:
             emission.rollback()
             raise VerificationError(f"verification failed: {verification.message}", verification)
-        calibrated = apply_repair(pruned, traced, emission, repair, fit, held_out, originals,
-                                  _recalibrate(calibration, samples),
-                                  original if pruned is module else None) if samples else None
+        with step("repair") if samples else contextlib.nullcontext():
+            calibrated = apply_repair(pruned, traced, emission, repair, fit, held_out, originals,
+                                      _recalibrate(calibration, samples),
+                                      original if pruned is module else None) if samples else None
         del original
     verification.shapes = [[list(x.shape) for x in c if isinstance(x, torch.Tensor)] for c in checks]
     sliced = {name: axes for name, axes in emission.sliced.items() if name in traced.params}

@@ -25,6 +25,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..ir import Graph
+from ..progress import stepped
 from .dims import DimTable, RuleContext, Unsupported
 from .rules import rule_for
 from .shape_sources import SHAPE_INPUTS, VECTOR_OPS, only_feeds_targets, pin_reads
@@ -170,6 +171,7 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return connected_components(matrix, directed=False)[1]
 
 
+@stepped("grouping")
 def analyse(graph: Graph) -> ChannelAnalysis:
     """Run the rule table over ``graph`` and solve it into channel groups."""
     table = _run_rules(graph)
