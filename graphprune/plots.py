@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 from .errors import InputError
 
 MAX_ROWS = 40
-LABEL_CHARS = 38
+LABEL_CHARS = 44
 KEPT, REMOVED, PINNED, BEFORE, AFTER = "#2b6cb0", "#e2e8f0", "#a0aec0", "#cbd5e0", "#dd6b20"
 
 
@@ -57,13 +58,48 @@ def fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _layer_name(node: str, op: str | None = None) -> str:
+    """A node name without its leading ``/``, its last segment when it only repeats the op (or,
+    with no op given, looks like one: ``/encoder/layer.0/query/MatMul`` → ``encoder/layer.0/query``),
+    and scope segments the next one repeats (``layer1/layer1.0/conv1`` → ``layer1.0/conv1``)."""
+    parts = node.strip("/").split("/")
+    if len(parts) > 1 and (parts[-1] == op or (op is None and re.fullmatch(r"[A-Z][A-Za-z]+", parts[-1]))):
+        parts = parts[:-1]
+    # torch scopes repeat the module path: features/features.2/block/block.0 -> features.2/block.0
+    parts = [p for p, nxt in zip(parts, parts[1:] + [""]) if not nxt.startswith(p + ".")]
+    return "/".join(parts)
+
+
+def compact(names: list[str], limit: int = LABEL_CHARS) -> tuple[list[str], str]:
+    """``names`` without the path prefix they all share (returned too), each cut to its last
+    ``limit`` characters: the end of a name is what tells layers apart."""
+    split = [n.split("/") for n in names]
+    prefix: list[str] = []
+    if len(split) > 1:
+        for parts in zip(*split):
+            if len(set(parts)) != 1:
+                break
+            prefix.append(parts[0])
+        prefix = prefix[:min(len(p) for p in split) - 1]  # keep at least one segment per name
+    out = ["/".join(p[len(prefix):]) for p in split]
+    return [n if len(n) <= limit else "…" + n[len(n) - limit + 1:] for n in out], "/".join(prefix)
+
+
+def group_labels(groups: list[dict]) -> tuple[list[str], str]:
+    """``g<id> <first layer it slices> +<more layers>`` per group (its first parameter when the
+    layers are unknown), and the prefix taken off the layer names."""
+    firsts, extra = [], []
+    for g in groups:
+        names = [_layer_name(n) for n in g.get("layers") or []] or \
+            [p.replace("[axis ", "[") for p in g.get("parameters") or []]
+        firsts.append(names[0] if names else "-")
+        extra.append(f" +{len(names) - 1}" if len(names) > 1 else "")
+    short, prefix = compact(firsts, LABEL_CHARS - 8)
+    return [f"g{g['id']} {n}{m}" for g, n, m in zip(groups, short, extra)], prefix
+
+
 def group_label(group: dict) -> str:
-    """``g<id> <first layer it slices> +<more layers>`` (its first parameter when the layers are unknown)."""
-    names = [n.strip("/") for n in group.get("layers") or []] or \
-        [p.replace("[axis ", "[") for p in group.get("parameters") or []]
-    name = names[0] if names else "-"
-    more = f" +{len(names) - 1}" if len(names) > 1 else ""
-    return f"g{group['id']} " + shorten_label(name, LABEL_CHARS - len(more) - 4) + more
+    return group_labels([group])[0][0]
 
 
 def _top(rows: list, key, limit: int) -> tuple[list, int]:
@@ -104,7 +140,7 @@ def render_png(data: dict, layers_after: list[dict] | None = None, title: str = 
     d = plot_data(data, layers_after)
     groups, n_groups = _top(d["groups"] + d["pinned"], lambda g: g["channels"], MAX_ROWS)
     layers, n_layers = _top(d["layers"], lambda r: r["macs"], MAX_ROWS)
-    rows = max(len(groups), len(layers), 4)
+    rows = max(len(groups), len(layers), 8)
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 1.6 + 0.24 * rows))
     try:
         _draw_groups(left, groups, n_groups, d["pruned"])
@@ -140,12 +176,13 @@ def _draw_groups(ax, groups: list[dict], total: int, pruned: bool) -> None:
         text = f"{k}/{g['channels']}" if pruned else (f"{g['channels']} pinned" if "pinned" in g
                                                        else str(g["channels"]))
         ax.text(g["channels"], y, " " + text, va="center", fontsize=7)
-    ax.set_yticks(ys, [group_label(g) for g in groups], fontsize=7)
+    labels, prefix = group_labels(groups)
+    ax.set_yticks(ys, labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("channels")
-    ax.set_ylabel("group: the first layer it slices (+ how many more)", fontsize=8)
-    shown = f" ({len(groups)} largest of {total})" if len(groups) < total else ""
-    ax.set_title(("kept vs original channels per group" if pruned else "channels per group") + shown,
+    ax.set_xlabel("channels" + (f" (the {len(groups)} largest of {total} groups)" if len(groups) < total else ""))
+    ax.set_ylabel("group: the first layer it slices (+ how many more)"
+                  + (f"\nlayer names under {shorten_label(prefix, 60)}/" if prefix else ""), fontsize=8)
+    ax.set_title("kept vs original channels per group" if pruned else "channels per group",
                  fontsize=10, loc="left")
     if sizes:
         ax.set_xlim(0, max(sizes) * 1.18)
@@ -179,13 +216,14 @@ def _draw_layers(ax, layers: list[dict], total: int, pruned: bool) -> None:
         ax.barh(ys, before, color=KEPT)
         for y, b in zip(ys, before):
             ax.text(b, y, " " + fmt(b), va="center", fontsize=7)
-    ax.set_yticks(ys, [shorten_label(f"{r['node']} ({r['op']})") for r in layers], fontsize=7)
+    names, prefix = compact([_layer_name(r["node"], r["op"]) for r in layers], LABEL_CHARS - 8)
+    ax.set_yticks(ys, [f"{n} ({r['op']})" for n, r in zip(names, layers)], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("MACs")
+    ax.set_xlabel("MACs" + (f" (the {len(layers)} largest of {total} layers)" if len(layers) < total else ""))
+    if prefix:
+        ax.set_ylabel(f"layers under {shorten_label(prefix, 60)}/", fontsize=8)
     ax.xaxis.set_major_formatter(lambda x, _pos: fmt(x))
-    shown = f" ({len(layers)} largest of {total})" if len(layers) < total else ""
-    ax.set_title(("MACs per layer (after/before)" if pruned else "MACs per layer") + shown,
-                 fontsize=10, loc="left")
+    ax.set_title("MACs per layer (after/before)" if pruned else "MACs per layer", fontsize=10, loc="left")
     if before:
         ax.set_xlim(0, max(before) * 1.12)
     if not layers:
