@@ -46,10 +46,31 @@ def test_prune_model(export, name, exporter):
     check_pruned(export(name, exporter))
 
 
+_PRUNED: dict = {}
+
+
+def pruned(export, name, exporter):
+    """The zoo prune of (name, exporter), checked once and shared by the tests of the pair."""
+    if (name, exporter) not in _PRUNED:
+        _PRUNED[name, exporter] = check_pruned(export(name, exporter))
+    return _PRUNED[name, exporter]
+
+
 @pytest.mark.zoo
 @pytest.mark.parametrize("name,exporter", ZOO)
 def test_prune_zoo(export, name, exporter):
-    check_pruned(export(name, exporter))
+    pruned(export, name, exporter)
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name,exporter", ZOO)
+def test_pruned_zoo_matches_in_openvino(export, name, exporter):
+    """The pruned model loads in OpenVINO and computes what onnxruntime computes (float32)."""
+    pytest.importorskip("openvino")
+    from graphprune.bench import compare_openvino
+
+    check = compare_openvino(pruned(export, name, exporter).model)
+    assert check["ok"], check["message"]
 
 
 def test_attention_prunes_whole_heads(export):

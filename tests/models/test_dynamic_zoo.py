@@ -80,6 +80,18 @@ def test_pruned_model_runs_at_other_sizes(name, exporter):
         assert all(np.isfinite(o).all() for o in outputs), shapes
 
 
+@pytest.mark.parametrize("name, exporter", PAIRS)
+def test_pruned_model_matches_in_openvino(name, exporter):
+    """OpenVINO loads the pruned model and agrees with onnxruntime at both check shapes (float32)."""
+    pytest.importorskip("openvino")
+    from graphprune.bench import compare_openvino
+
+    pruned = prune(name, exporter).model
+    for shapes in dyn.check_shapes(name, exporter):
+        check = compare_openvino(pruned, feeds=dyn.feeds_at(name, shapes, seed=5))
+        assert check["ok"], f"{shapes}: {check['message']}"
+
+
 @pytest.mark.parametrize("name, exporter", [p for p in PAIRS if dyn.DYNAMIC_MODELS[p.values[0]].transformer])
 def test_prune_reaches_attention_and_ffn(name, exporter):
     """At least one pruned group holds a q/k/v projection and one an FFN projection."""
