@@ -91,9 +91,9 @@ class ModelView:
         t = self.constants.get(name)
         if t is None or int(np.prod(t.dims)) > 64:
             return None
-        from onnx import numpy_helper
+        from .weights import tensor_array
 
-        return numpy_helper.to_array(t)
+        return tensor_array(t)
 
     def uses(self, name: str) -> list[Use]:
         """Every (node, input position) the tensor reaches, through ops that keep its values."""

@@ -69,6 +69,11 @@ class Graph:
         self.pinned: dict = {}  # tensor or (tensor, axis) -> why it must stay (front-end knowledge)
         self.input_shapes: dict[str, tuple[int, ...]] = {}  # declared by the user (--input-shape)
         self.symbol_values: dict[str, int] = {}  # symbolic dim -> size for metrics
+        self.spill = None  # weights.Spill when the weights are memory-mapped: large results go to disk
+
+    def keep(self, value: np.ndarray) -> np.ndarray:
+        """A new constant value as the graph stores it: on disk when the graph is disk-backed."""
+        return self.spill.put(value) if self.spill is not None else value
 
     # -- queries -----------------------------------------------------------
     def shape(self, tensor: str) -> Shape | None:

@@ -36,6 +36,15 @@ def ort_feeds(feeds: dict) -> dict:
     return out
 
 
+def ort_values(arrays: dict) -> dict:
+    """OrtValues over arrays without copying them (numpy-less types through their bits); the
+    arrays must outlive the values (``SessionOptions.add_external_initializers`` reads them in place)."""
+    import onnxruntime as ort
+
+    return {name: value if isinstance(value, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(value)
+            for name, value in ort_feeds(arrays).items()}
+
+
 def _uses_numpy_less(model: onnx.ModelProto) -> bool:
     g = model.graph
     types = [t.data_type for t in g.initializer]

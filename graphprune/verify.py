@@ -28,7 +28,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import InputError, shorten
-from .ort_types import ort_feeds, readable
+from .ort_types import ort_feeds, ort_values, readable
+from .weights import has_references, tensor_array
 
 
 
@@ -62,6 +63,14 @@ def session(model: onnx.ModelProto, optimize: bool = True):
     opts.log_severity_level = 4  # errors reach the user through our own messages
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if has_references(model):  # weights on disk: handed over as mapped arrays, no copy
+        arrays = {t.name: tensor_array(t) for t in model.graph.initializer
+                  if t.data_location == onnx.TensorProto.EXTERNAL}
+        values = ort_values(arrays)
+        opts.add_external_initializers(list(values), list(values.values()))
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess.graphprune_weights = (arrays, values)  # the mapped arrays must outlive the session
+        return sess
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except ValueError:  # protobuf refuses to serialise over 2 GB
@@ -381,7 +390,7 @@ def as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
 
     def widen(t):
         if t.data_type in narrow:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
+            t.CopyFrom(numpy_helper.from_array(tensor_array(t).astype(np.float64), t.name))
 
     for init in graph.initializer:
         widen(init)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
+from ..weights import release
 from .rules import rule_for
 
 
@@ -68,10 +69,11 @@ def apply_plan(graph: Graph, plan) -> dict[str, dict[int, np.ndarray]]:
         if axis >= 0 and tensor in graph.constants:
             sliced.setdefault(tensor, {})[axis] = plan.kept(did)
     for tensor, axes in sliced.items():
-        value = graph.constants[tensor]
+        source = value = graph.constants[tensor]
         for axis, kept in axes.items():
             value = np.take(value, kept, axis=axis)
-        graph.constants[tensor] = np.ascontiguousarray(value)
+        graph.constants[tensor] = graph.keep(np.ascontiguousarray(value))
+        release(source)  # a mapped weight's pages leave memory once sliced
     changed = {table.keys[d] for d in plan.changed_dims()}
     for name, info in graph.tensors.items():  # stale sizes are re-inferred by the emitter
         if info.shape and any((name, a) in changed for a in range(len(info.shape))):

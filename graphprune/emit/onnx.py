@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 from ..errors import GraphpruneError, InputError
 from ..frontends.onnx import SKELETON_MAX_ELEMENTS, infer_shapes
 from ..ir import Graph
+from ..weights import SPILL_MIN_BYTES, ExternalWriter, file_range, has_references, reference, tensor_array
 
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave protobuf headroom under its 2 GB cap
 
@@ -42,7 +43,12 @@ def _initializer(graph: Graph, name: str) -> onnx.TensorProto:
     value = graph.constants[name]
     loaded, tensor = graph.pristine.get(name, (None, None))
     if value is loaded:
-        return tensor
+        return tensor  # untouched: the source's own encoding (or its file reference)
+    if graph.spill is not None and isinstance(value, np.ndarray) and value.nbytes >= SPILL_MIN_BYTES \
+            and not value.dtype.hasobject:
+        where = file_range(value) or file_range(graph.spill.put(value))
+        if where is not None:  # disk-backed: name the bytes where they lie
+            return reference(name, *where, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
     return numpy_helper.from_array(np.asarray(value), name)
 
 
@@ -120,18 +126,27 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external_data: bo
     """Write ``model`` to ``path`` atomically: a reader sees the old file or the complete new one.
 
     External data (``<name>.data`` beside the model) is used when the model is
-    over ~2 GB or when ``external_data`` is True.
+    over ~2 GB, when it references weights on disk (a memory-mapped model), or
+    when ``external_data`` is True. Referenced weights are streamed file to file.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path}: directory {path.parent} does not exist")
-    external = _byte_size(model) > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
+    referenced = has_references(model)
+    if referenced and external_data is False:
+        model = _inlined(model)
+        referenced = False
+    external = referenced or (_byte_size(model) > EXTERNAL_DATA_THRESHOLD if external_data is None
+                              else external_data)
     tmp = Path(tempfile.mkdtemp(prefix=".graphprune-", dir=path.parent))
     try:
-        if external:
+        location = path.name + ".data"
+        if referenced:
+            _stream(model, tmp / path.name, location)
+            os.replace(tmp / location, path.parent / location)
+        elif external:
             copy = onnx.ModelProto()
             copy.CopyFrom(model)  # saving as external data rewrites tensors in place
-            location = path.name + ".data"
             onnx.save(copy, str(tmp / path.name), save_as_external_data=True,
                       all_tensors_to_one_file=True, location=location, size_threshold=1024)
             os.replace(tmp / location, path.parent / location)
@@ -141,3 +156,31 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external_data: bo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+INLINE_BELOW = 1024  # bytes: smaller tensors stay inside the protobuf
+
+
+def _stream(model: onnx.ModelProto, target: Path, location: str) -> None:
+    """Write a model with file references: every large tensor goes to ``location`` beside
+    ``target`` (references copied file to file, inline ones written out), the protobuf last."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)  # small: its large tensors are references
+    with open(target.parent / location, "wb", buffering=0) as f:
+        writer = ExternalWriter(f, location)
+        for tensor in out.graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                writer.copy(tensor)
+            elif tensor.ByteSize() >= INLINE_BELOW and tensor.data_type != onnx.TensorProto.STRING:
+                writer.tensor(tensor)
+    onnx.save(out, str(target))
+
+
+def _inlined(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every referenced tensor read into the protobuf (small models only)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for tensor in out.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            tensor.CopyFrom(numpy_helper.from_array(np.asarray(tensor_array(tensor)), tensor.name))
+    return out

@@ -19,6 +19,7 @@ from ..errors import InputError, ShapeError, shorten
 from ..ir import Graph, Node, TensorInfo
 from ..shape_folding import fold_static_shapes
 from ..symbolic import safe_symbol
+from ..weights import Spill, anchor_external, has_references, tensor_array
 
 def read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     """Load a model with its external data and validate it (:mod:`graphprune.validate`).
@@ -34,11 +35,12 @@ def read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     if not path.is_file():
         raise InputError(f"{path}: no such file (pass the path of an .onnx model)")
     try:
-        proto = onnx.load(str(path), load_external_data=True)
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf / external data errors have many types
         raise InputError(f"{path}: not a readable ONNX model ({exc.__class__.__name__}: "
                          f"{shorten(str(exc), 160) if str(exc) else 'no detail'}); "
                          "check the file and any external-data files beside it") from exc
+    anchor_external(proto, path.parent, str(path))  # weights stay in their files, mapped when read
     return validate_model(proto, str(path))
 
 
@@ -237,7 +239,7 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
     for vi in (*inferred.input, *inferred.value_info, *inferred.output):
         tensors[vi.name] = _tensor_info(vi)
     g = proto.graph
-    constants = {init.name: numpy_helper.to_array(init) for init in g.initializer}
+    constants = {init.name: tensor_array(init) for init in g.initializer}
     pristine = {init.name: (constants[init.name], init) for init in g.initializer}
     inputs = [i.name for i in g.input if i.name not in constants]
     for name in inputs:
@@ -263,6 +265,8 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
     graph = Graph(nodes, inputs, [o.name for o in g.output], tensors, constants, opset,
                   name=g.name, source=proto)
     graph.pristine = pristine
+    if has_references(proto):
+        graph.spill = Spill()  # sliced weights of a disk-backed model go to disk too
     graph.unshare_uniform_constants()
     _set_metric_shapes(graph, proto, input_shapes or {})
     if fold_shapes and fold_static_shapes(graph):
