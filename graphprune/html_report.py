@@ -140,8 +140,10 @@ def _pinned_section(pinned: list[dict]) -> str:
     if not pinned:
         return "<p class='muted'>no pinned groups with parameters</p>"
     rows = [[str(g["id"]), str(g["channels"]), f'<span class="pin">{_e(g.get("pinned", ""))}</span>',
-             _names(g.get("parameters", [])), _names(g.get("tensors", []), 2)] for g in pinned]
-    return _table(["group", "channels", "why it is pinned", "parameters", "activation tensors"], rows, {0, 1})
+             _names(g.get("layers", [])), _names(g.get("parameters", [])), _names(g.get("tensors", []), 2)]
+            for g in pinned]
+    return _table(["group", "channels", "why it is pinned", "layers", "parameters", "activation tensors"], rows,
+                  {0, 1})
 
 
 def _layers_section(layers: list[dict], after: list[dict] | None) -> str:
