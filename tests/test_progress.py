@@ -83,15 +83,20 @@ def _cli(*args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def test_cli_stderr_is_clean_when_not_a_terminal_and_quiet_silences(model, tmp_path):
+def test_cli_stderr_is_clean_when_not_a_terminal_and_quiet_silences(model, tmp_path, capsys):
     code, stdout, stderr = _cli("prune", model, "-o", tmp_path / "a.onnx", "--ratio", "0.5")
     assert code == 0, stderr
     assert stderr == ""  # no progress noise in a pipe
     assert "verification: exact" in stdout
-    code, stdout, stderr = _cli("--quiet", "prune", model, "-o", tmp_path / "b.onnx", "--ratio", "0.5")
-    assert code == 0 and stdout == "" and stderr == "" and (tmp_path / "b.onnx").exists()
-    code, stdout, stderr = _cli("prune", model, "-o", tmp_path / "c.onnx", "--ratio", "1.5", "-q")
-    assert code == 2 and stdout == "" and "ratio must be in" in stderr  # errors still show
+    from graphprune import cli
+
+    assert cli.main(["--quiet", "prune", str(model), "-o", str(tmp_path / "b.onnx"), "--ratio", "0.5"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == "" and (tmp_path / "b.onnx").exists()
+    assert cli.main(["prune", str(model), "-o", str(tmp_path / "c.onnx"), "--ratio", "1.5", "-q"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "ratio must be in" in out.err  # errors still show
+    progress.install(progress.SILENT)
 
 
 def test_cli_installs_rich_only_on_a_terminal():
@@ -102,3 +107,18 @@ def test_cli_installs_rich_only_on_a_terminal():
     assert isinstance(progress.terminal_reporter(False, Tty()), RichReporter)
     assert progress.terminal_reporter(True, Tty()) is progress.SILENT
     assert progress.terminal_reporter(False, io.StringIO()) is progress.SILENT
+
+
+def test_fold_and_module_prune_report_their_steps(model):
+    recorder = Recorder()
+    graphprune.fold(model, progress=recorder)
+    names = recorder.names
+    assert names[:2] == ["load", "shape inference"] and "fold-batchnorm" in names and "dce" in names
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    recorder = Recorder()
+    graphprune.prune(net, ratio=0.5, example_inputs=torch.randn(1, 3, 8, 8), progress=recorder)
+    names = recorder.names
+    for expected in ("tracing", "grouping", "importance (l2)", "emission", "verification"):
+        assert expected in names, names
+    assert names.index("tracing") < names.index("grouping") < names.index("emission") < names.index("verification")
