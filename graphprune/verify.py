@@ -42,6 +42,7 @@ class Verification:
     message: str = ""
     shapes: list = field(default_factory=list)  # the input shapes of each run
     noise_floor: float = 0.0  # the oracle's own float rounding on these inputs (see compare)
+    regions: int = 0  # >0: the models ran region by region (graphprune.regions), in this many parts
 
     @property
     def ok(self) -> bool:
@@ -50,19 +51,30 @@ class Verification:
     def to_dict(self) -> dict:
         return {"status": self.status, "max_relative_error": self.max_relative_error,
                 "tolerance": self.tolerance, "outputs": self.outputs, "message": self.message,
-                "noise_floor": self.noise_floor,
+                "noise_floor": self.noise_floor, "regions": self.regions,
                 "shapes": self.shapes}
 
 
-def session(model: onnx.ModelProto, optimize: bool = True):
+def session(model: onnx.ModelProto, optimize: bool = True, widen: bool = False):
     """An onnxruntime session; models over 2 GB go through a temporary file. ``optimize=False``
-    runs the graph as written (no fusions): other rounding, the same function."""
+    runs the graph as written (no fusions): other rounding, the same function. ``widen``: the
+    model computed in float64 (:func:`as_float64`).
+
+    A model whose weights exceed ``regions.SESSION_BYTES`` (once widened) gets a
+    :class:`~graphprune.regions.RegionSession` instead: the same calls, run region by
+    region so memory stays bounded."""
     import onnxruntime as ort
+
+    from .regions import SESSION_BYTES, RegionSession, tensor_bytes
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # errors reach the user through our own messages
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if sum(tensor_bytes(t, widen) for t in model.graph.initializer) > SESSION_BYTES:
+        return RegionSession(model, opts, widen=widen)
+    if widen:
+        model = as_float64(model)
     if has_references(model):  # weights on disk: handed over as mapped arrays, no copy
         arrays = {t.name: tensor_array(t) for t in model.graph.initializer
                   if t.data_location == onnx.TensorProto.EXTERNAL}
@@ -276,7 +288,7 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
     tolerance = max(tolerance, NOISE_MARGIN * noise)
     result = Verification("approximate" if approximate else "exact", tolerance=tolerance,
                           shapes=[{k: list(v) for k, v in shapes.items()} for shapes, _, _ in runs],
-                          noise_floor=noise)
+                          noise_floor=noise, regions=_region_count(ref, ref_names))
     for shapes, feeds, expected in runs:
         try:
             actual = dict(zip([o.name for o in cand.get_outputs()],
@@ -306,6 +318,12 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
                     result.message = message
                     return result
     return result
+
+
+def _region_count(sess, names) -> int:
+    from .regions import RegionSession
+
+    return len(sess.regions(names)) if isinstance(sess, RegionSession) else 0
 
 
 def _leaves(value) -> list[np.ndarray]:
@@ -358,7 +376,7 @@ def _noise_floor(reference: onnx.ModelProto, internal: dict, run) -> float:
     _, feeds, expected = run
     outputs = list(internal)
     try:
-        wide = session(as_float64(_with_outputs(reference, outputs)))
+        wide = session(_with_outputs(reference, outputs), widen=True)
         wide_feeds = {k: v.astype(np.float64) if is_float(v.dtype) and v.dtype.kind != "c" else v
                       for k, v in feeds.items()}
         got = wide.run(None, wide_feeds)
