@@ -64,7 +64,8 @@ def print_prune_summary(report: dict, seconds: float) -> None:
     shapes = "; ".join(", ".join(f"{k}={'x'.join(map(str, s))}" for k, s in run.items())
                        for run in v.get("shapes") or [])
     if shapes:
-        print(f"verified at: {shapes}")
+        regions = f" (region by region: {v['regions']} sessions of bounded size)" if v.get("regions") else ""
+        print(f"verified at: {shapes}{regions}")
     if report.get("macs_at"):
         print("MACs at: " + ", ".join(f"{k}={'x'.join(map(str, s))}" for k, s in report["macs_at"].items()))
     if report.get("budget"):
