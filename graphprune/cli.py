@@ -172,19 +172,19 @@ def _check_pictures(args, src: Path) -> None:
         require_matplotlib()
 
 
-def _pictures(args, data: dict, layers_after, structure, title: str) -> list[tuple[Path, bytes]]:
+def _pictures(args, data: dict, layers_after, analysis, title: str) -> list[tuple[Path, bytes]]:
     """The --plot PNG and --html page, rendered (written later, with the other outputs)."""
-    from .html_report import render_html
-    from .plots import render_png
+    from .html_report import group_structure, render_html, with_structure
+    from .plots import readable_names, render_png, renamed
 
     out = []
+    structure = group_structure(analysis)
     with progress.step("pictures"):
         if getattr(args, "plot", None):
-            from .html_report import with_structure
-
             shown = dict(data, groups=with_structure(data.get("groups", []), structure),
                          pinned=with_structure(data.get("pinned", []), structure))
-            out.append((Path(args.plot), render_png(shown, layers_after, title)))
+            shown, after = renamed(shown, layers_after, readable_names(analysis.graph))
+            out.append((Path(args.plot), render_png(shown, after, title)))
         if getattr(args, "html", None):
             out.append((Path(args.html), render_html(data, layers_after, structure, title).encode("utf-8")))
     return out
@@ -193,14 +193,13 @@ def _pictures(args, data: dict, layers_after, structure, title: str) -> list[tup
 def _prune_pictures(args, src: Path, result) -> list[tuple[Path, bytes]]:
     if not (getattr(args, "plot", None) or getattr(args, "html", None)):
         return []
-    from .html_report import group_structure
     from .metrics import layer_table
 
     analysis = result.plan.analysis  # its graph is the pruned one, shapes refreshed
     with progress.step("layer table of the input"):
         before = layer_table(api.load(src, input_shapes=_input_shapes(args)))
-    return _pictures(args, dict(result.report, layers=before), layer_table(analysis.graph),
-                     group_structure(analysis), f"{src.name}: prune")
+    return _pictures(args, dict(result.report, layers=before), layer_table(analysis.graph), analysis,
+                     f"{src.name}: prune")
 
 
 def _write_pictures(pictures: list[tuple[Path, bytes]]) -> None:
@@ -215,9 +214,7 @@ def cmd_inspect(args) -> int:
     _check_pictures(args, src)
     info, analysis = api.inspect_analysis(src, input_shapes=_input_shapes(args))
     if args.plot or args.html:
-        from .html_report import group_structure
-
-        pictures = _pictures(args, info, None, group_structure(analysis), f"{src.name}: inspect")
+        pictures = _pictures(args, info, None, analysis, f"{src.name}: inspect")
         with signals.deferred():
             _write_pictures(pictures)
     else:

@@ -70,6 +70,39 @@ def _layer_name(node: str, op: str | None = None) -> str:
     return "/".join(parts)
 
 
+GENERATED = re.compile(r"(node_)?[A-Z][A-Za-z]*_\d+|node_[a-z_]+(_\d+)?")  # dynamo's node_Conv_291, node_linear
+
+
+def readable_names(graph) -> dict[str, str]:
+    """Node name → a name for the picture: exporters that generate node names (the dynamo
+    exporter's ``node_Conv_291``) keep the parameter names, so such a node is called after its
+    weight (``layer1.0.conv1.weight`` → ``layer1.0.conv1``)."""
+    out = {}
+    for node in graph.nodes:
+        if not GENERATED.fullmatch(node.name):
+            continue
+        weight = next((t for t in node.inputs[1:] if t in graph.constants and graph.constants[t].ndim >= 2
+                       and re.search(r"[A-Za-z]", t) and not t.startswith(("onnx::", "_"))), None)
+        if weight:
+            out[node.name] = re.sub(r"\.weight$", "", weight)
+    return out
+
+
+def renamed(data: dict, layers_after: list[dict] | None, names: dict[str, str]) -> tuple[dict, list | None]:
+    """``data`` and ``layers_after`` with node names replaced by :func:`readable_names`."""
+    if not names:
+        return data, layers_after
+
+    def rows(table):
+        return None if table is None else [dict(r, node=names.get(r["node"], r["node"])) for r in table]
+
+    def groups(items):
+        return [dict(g, layers=[names.get(n, n) for n in g["layers"]]) if g.get("layers") else g for g in items]
+
+    return (dict(data, layers=rows(data.get("layers", [])), groups=groups(data.get("groups", [])),
+                 pinned=groups(data.get("pinned", []))), rows(layers_after))
+
+
 def compact(names: list[str], limit: int = LABEL_CHARS) -> tuple[list[str], str]:
     """``names`` without the path prefix they all share (returned too), each cut to its last
     ``limit`` characters: the end of a name is what tells layers apart."""

@@ -89,3 +89,19 @@ def test_long_lists_are_cut_to_the_largest_and_labels_compacted():
     assert len(names[0]) == 20 and names[0].startswith("…")
     png = plots.render_png(data, data["layers"])
     assert png[:4] == b"\x89PNG" and len(png) > 20_000
+
+
+def test_generated_node_names_are_called_after_their_weight():
+    import numpy as np
+    from types import SimpleNamespace as NS
+
+    graph = NS(nodes=[NS(name="node_Conv_291", inputs=["x", "layer1.0.conv1.weight"]),
+                      NS(name="/layer1/conv2/Conv", inputs=["y", "onnx::Conv_7"]),
+                      NS(name="node_linear", inputs=["z", "fc.weight", "fc.bias"])],
+               constants={"layer1.0.conv1.weight": np.zeros((2, 2, 1, 1)), "onnx::Conv_7": np.zeros((2, 2)),
+                          "fc.weight": np.zeros((3, 2)), "fc.bias": np.zeros(3)})
+    names = plots.readable_names(graph)
+    assert names == {"node_Conv_291": "layer1.0.conv1", "node_linear": "fc"}
+    data, after = plots.renamed({"layers": [{"node": "node_linear", "op": "Gemm"}],
+                                 "groups": [{"id": 1, "layers": ["node_Conv_291"]}]}, None, names)
+    assert data["layers"][0]["node"] == "fc" and data["groups"][0]["layers"] == ["layer1.0.conv1"]
