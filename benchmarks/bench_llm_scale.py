@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from graphprune.models.llama_onnx import SHAPES, build
+from graphprune.models.llama_onnx import DTYPES, SHAPES, Shape, build
 
 
 def _timed(command: list[str]) -> dict:
@@ -77,7 +77,7 @@ def main() -> None:
     b.add_argument("shape", choices=sorted(SHAPES))
     b.add_argument("--out", default=".", help="output folder")
     b.add_argument("--layers", type=int, help="override the number of layers")
-    b.add_argument("--dtype", choices=sorted(_DTYPES), default="fp16")
+    b.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
     r = sub.add_parser("run", help="time graphprune and onnxslim on a built model")
     r.add_argument("model")
     r.add_argument("--skip", nargs="*", default=[], help="steps to leave out (substring of the step name)")

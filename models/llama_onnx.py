@@ -40,7 +40,7 @@ SHAPES = {
     "tiny": Shape(256, 2, 688, 8, 2, 1000),
 }
 
-_DTYPES = {"fp16": (np.float16, TensorProto.FLOAT16), "fp32": (np.float32, TensorProto.FLOAT)}
+DTYPES = {"fp16": (np.float16, TensorProto.FLOAT16), "fp32": (np.float32, TensorProto.FLOAT)}
 
 
 class ExternalWriter:
@@ -48,7 +48,7 @@ class ExternalWriter:
 
     def __init__(self, path: str, dtype: str, seed: int = 0):
         self.path, self.file = path, open(path, "wb")
-        self.np_dtype, self.onnx_dtype = _DTYPES[dtype]
+        self.np_dtype, self.onnx_dtype = DTYPES[dtype]
         self.rng = np.random.default_rng(seed)
         self.offset = 0
 
@@ -89,7 +89,7 @@ def build(shape: Shape, path: str, dtype: str = "fp16") -> str:
     """Write the model to ``path`` (+ ``path.data``); returns ``path``."""
     head_dim = shape.hidden // shape.heads
     group = shape.heads // shape.kv_heads
-    elem = _DTYPES[dtype][1]
+    elem = DTYPES[dtype][1]
     writer = ExternalWriter(path + ".data", dtype)
     inits, nodes = [], []
 
