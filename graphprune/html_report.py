@@ -31,13 +31,14 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
 color:#1a202c;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #e2e8f0}
-table{border-collapse:collapse;width:100%;margin:.5em 0}
+table{border-collapse:collapse;width:100%;margin:.5em 0}table.summary{width:auto;min-width:40%}
 th,td{border-bottom:1px solid #edf2f7;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f7fafc;position:sticky;top:0}
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code{font-size:12px;color:#2d3748}.muted{color:#718096}
 details summary{cursor:pointer;color:#2b6cb0}
-.bar{background:#e2e8f0;height:10px;width:120px;display:inline-block;vertical-align:middle}
+.bar{background:#e2e8f0;height:10px;width:64px;display:inline-block;vertical-align:middle;margin-left:4px}
+td.k{white-space:nowrap}
 .bar span{background:#2b6cb0;height:10px;display:block}
 .pin{color:#9b2c2c}img{max-width:100%;border:1px solid #e2e8f0}
 """
@@ -85,11 +86,16 @@ def _names(items: list[str], shown: int = 4) -> str:
     return f"{head} <details><summary>{len(items) - shown} more</summary>{rest}</details>"
 
 
-def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), css: str = "") -> str:
     cells = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+    def cell(i: int, c: str) -> str:
+        if i in numeric:
+            return f'<td class="n">{c}</td>'
+        return f'<td class="k">{c}</td>' if 'class="bar"' in c else f"<td>{c}</td>"
+
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(r)) + "</tr>" for r in rows)
+    klass = f' class="{css}"' if css else ""
+    return f"<table{klass}><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _bar(fraction: float) -> str:
@@ -101,7 +107,7 @@ def _summary(data: dict, pruned: bool) -> str:
         at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in (data.get("macs_at") or {}).items())
         return _table(["", "value"], [["params", fmt(data["params"])],
                                       ["MACs", fmt(data["macs"]) + (f' <span class="muted">at {_e(at)}</span>'
-                                                                    if at else "")]], {1})
+                                                                    if at else "")]], {1}, "summary")
     rows = []
     for key in ("params", "macs"):
         b, a = data[key]
@@ -113,7 +119,7 @@ def _summary(data: dict, pruned: bool) -> str:
     v = data.get("verification") or {}
     detail = (f" (max relative error {v['max_relative_error']:.2e})"
               if v.get("status") == "exact" and v.get("max_relative_error") is not None else "")
-    return (_table(["", "before", "after", "ratio"], rows, {1, 2, 3})
+    return (_table(["", "before", "after", "ratio"], rows, {1, 2, 3}, "summary")
             + f"<p>verification: <b>{_e(v.get('status', '-'))}</b>{_e(detail)}</p>")
 
 
@@ -126,7 +132,7 @@ def _groups_section(groups: list[dict], pruned: bool) -> str:
         row = [str(g["id"]), str(channels)]
         if pruned:
             kept = channels - removed
-            row += [f"{kept} {_bar(kept / channels if channels else 0)}", str(removed)]
+            row += [f"{kept}{_bar(kept / channels if channels else 0)}", str(removed)]
         note = f'<div class="muted">approximate: {_e(g["approximate"])}</div>' if g.get("approximate") else ""
         row += [_names(g.get("layers", [])), _names(g.get("parameters", [])) + note,
                 _names(g.get("tensors", []), 2)]
