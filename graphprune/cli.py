@@ -449,7 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="also write the pruned model here")
     p.set_defaults(func=cmd_demo)
     for command in sub.choices.values():  # --quiet also after the command name
-        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
+        flags = [f for f in ("-q", "--quiet") if f not in command._option_string_actions]
+        if flags:
+            command.add_argument(*flags, dest="quiet", action="store_true", default=argparse.SUPPRESS,
+                                 help=QUIET_HELP)
     return parser
 
 
