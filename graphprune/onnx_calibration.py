@@ -64,7 +64,8 @@ def collect_onnx_statistics(model: onnx.ModelProto, batches: list[dict], wanted:
     sess = session(_with_outputs(model, names))
     stats = {k: ChannelStats.empty(wanted[k], k in gram) for k in keys}
     chunk = None  # rows per run, sized from the first run so exposed tensors stay under STATS_MEMORY
-    with step("calibration statistics", total=len(batches)) as progress:
+    samples = sum(min((np.shape(v)[0] for v in b.values() if np.ndim(v)), default=1) for b in batches)
+    with step("calibration statistics (samples)", total=samples) as progress:
         for batch in batches:
             feeds = feeds_for(sess, batch)
             rows = min((v.shape[0] for v in feeds.values() if v.ndim), default=1)
@@ -81,8 +82,8 @@ def collect_onnx_statistics(model: onnx.ModelProto, batches: list[dict], wanted:
                     if value.ndim <= key[1] or value.shape[key[1]] != wanted[key]:
                         continue  # a run-time size that is not the analysed one: no evidence
                     stats[key].add(as_rows(value.astype(np.float32, copy=False), key[1]))
+                progress.advance(min(size, rows - start))
                 start += size
-            progress.advance()
     return stats
 
 
