@@ -9,8 +9,8 @@ baseline), at the same inputs for all of them:
   OpenVINO (CPU, ``f32`` inference precision, ``LATENCY`` hint; models with
   dynamic axes are reshaped to the measured shapes first). ``warmup`` untimed
   runs, then ``repeats`` timed runs per model, taken in interleaved blocks
-  (a block of runs of each model in turn) so that a machine's changing load
-  hits all models alike. Reported: median, quartiles (IQR) and min/max.
+  (``BLOCK_RUNS`` runs of each model in turn) so that a machine's changing
+  load hits all models alike. Reported: median, quartiles (IQR) and min/max.
 * **Params** and **MACs** from :mod:`graphprune.metrics`, counted at the
   measured input shapes.
 * **File size**: the ``.onnx`` file plus its external-data files.
@@ -44,7 +44,7 @@ from .latency import latency_feeds, run_times
 
 DEFAULT_WARMUP = 5
 DEFAULT_REPEATS = 50
-BLOCKS = 5  # timed runs are taken in this many interleaved blocks per model
+BLOCK_RUNS = 4  # timed runs are taken in interleaved blocks of this many runs per model
 MEMORY_METHOD = "peak RSS above the RSS before the session (VmHWM reset via /proc/self/clear_refs)"
 MEMORY_FALLBACK = "RSS growth over session creation and the first runs (peak RSS could not be reset)"
 
@@ -418,7 +418,7 @@ def _interleaved(runs: list, warmup: int, repeats: int) -> list[list[float]]:
     for run in runs:
         run_times(run, warmup=warmup, min_runs=0)
     times: list[list[float]] = [[] for _ in runs]
-    blocks = min(BLOCKS, repeats)
+    blocks = max(1, repeats // BLOCK_RUNS)
     for b in range(blocks):
         count = repeats // blocks + (1 if b < repeats % blocks else 0)
         for k, run in enumerate(runs):
