@@ -33,7 +33,7 @@ import gc
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +84,6 @@ class Measurement:
     openvino: Timing | None = None
     openvino_memory_mb: float | None = None
     openvino_error: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self, baseline: "Measurement | None" = None) -> dict:
         out = {"path": self.path, "params": self.params, "macs": self.macs, "file_bytes": self.file_bytes,
