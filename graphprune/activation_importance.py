@@ -33,8 +33,7 @@ from .channels.dims import Contraction
 from .importance import _per_slice, group_importance
 from .progress import stepped
 
-ACTIVATION_CRITERIA = ("activation", "fluctuation", "reconstruction")
-AUTO = "auto"  # the default with calibration data: reconstruction when its Gram matrices fit GRAM_BUDGET
+from .criteria import ACTIVATION_CRITERIA, AUTO  # noqa: F401  (re-exported; AUTO: reconstruction when its Gram matrices fit GRAM_BUDGET)
 GRAM_BUDGET = 2 << 30  # bytes of float64 Gram matrices the default criterion may gather
 RIDGE = 1e-4  # relative to the mean variance, as in the least-squares repair
 

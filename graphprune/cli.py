@@ -13,15 +13,19 @@ import sys
 import time
 from pathlib import Path
 
-from . import api, progress, signals
+from . import progress, signals
+from .criteria import ACTIVATION_CRITERIA, CRITERIA, REPAIRS
 from .errors import GraphpruneError, InputError, VerificationError, shorten
-from .frontends.onnx import uses_external_data
-from .activation_importance import ACTIVATION_CRITERIA
-from .importance import CRITERIA
-from .repair import REPAIRS
 from .bench import add_bench_flag, add_bench_parser
 
 EXIT_OK, EXIT_VERIFY, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _api():
+    """The Python API, imported on first use so ``--help`` and usage errors start fast."""
+    from . import api
+
+    return api
 
 
 def _fmt(n: float) -> str:
@@ -88,7 +92,9 @@ def print_prune_summary(report: dict, seconds: float) -> None:
 
 def _save_like_input(model, src: Path, dst: Path) -> None:
     """External data in, external data out (and always for models over 2 GB)."""
-    api.save(model, dst, external_data=True if uses_external_data(src) else None)
+    from .frontends.onnx import uses_external_data
+
+    _api().save(model, dst, external_data=True if uses_external_data(src) else None)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -113,7 +119,7 @@ def cmd_prune(args) -> int:
     _check_pictures(args, src)
     start = time.perf_counter()
     try:
-        result = api.prune(src, ratio=args.ratio or 0.0, importance=args.importance,
+        result = _api().prune(src, ratio=args.ratio or 0.0, importance=args.importance,
                            global_ranking=args.global_ranking, round_to=args.round_to,
                            keep=args.keep, exact=args.exact, verify=not args.no_verify,
                            max_group_ratio=args.max_group_ratio, plan=args.plan,
@@ -197,7 +203,7 @@ def _prune_pictures(args, src: Path, result) -> list[tuple[Path, bytes]]:
 
     analysis = result.plan.analysis  # its graph is the pruned one, shapes refreshed
     with progress.step("layer table of the input"):
-        before = layer_table(api.load(src, input_shapes=_input_shapes(args)))
+        before = layer_table(_api().load(src, input_shapes=_input_shapes(args)))
     return _pictures(args, dict(result.report, layers=before), layer_table(analysis.graph), analysis,
                      f"{src.name}: prune")
 
@@ -212,7 +218,7 @@ def _write_pictures(pictures: list[tuple[Path, bytes]]) -> None:
 def cmd_inspect(args) -> int:
     src = Path(args.input)
     _check_pictures(args, src)
-    info, analysis = api.inspect_analysis(src, input_shapes=_input_shapes(args))
+    info, analysis = _api().inspect_analysis(src, input_shapes=_input_shapes(args))
     if args.plot or args.html:
         pictures = _pictures(args, info, None, analysis, f"{src.name}: inspect")
         with signals.deferred():
@@ -279,12 +285,12 @@ def _run_and_write(args, runner) -> int:
 
 
 def cmd_fold(args) -> int:
-    return _run_and_write(args, lambda: api.fold(Path(args.input), verify=not args.no_verify,
+    return _run_and_write(args, lambda: _api().fold(Path(args.input), verify=not args.no_verify,
                                                  input_shapes=_input_shapes(args)))
 
 
 def cmd_run(args) -> int:
-    return _run_and_write(args, lambda: api.run_pipeline(Path(args.input), args.pipeline,
+    return _run_and_write(args, lambda: _api().run_pipeline(Path(args.input), args.pipeline,
                                                          verify=not args.no_verify,
                                                          input_shapes=_input_shapes(args)))
 
@@ -318,10 +324,10 @@ def cmd_demo(args) -> int:
         path = models.export_onnx(args.model)
     say(f"pruning {path} at ratio {args.ratio} (l2, local) ...")
     start = time.perf_counter()
-    result = api.prune(path, ratio=args.ratio)
+    result = _api().prune(path, ratio=args.ratio)
     print_prune_summary(result.report, time.perf_counter() - start)
     if args.output:
-        api.save(result.model, args.output)
+        _api().save(result.model, args.output)
         say(f"wrote {args.output}")
     return EXIT_OK
 

@@ -26,8 +26,7 @@ from .errors import InputError
 from .weights import release
 from .progress import step
 
-CRITERIA = ("l1", "l2")
-TORCH_CRITERIA = ("taylor", "bn_scale")
+from .criteria import CRITERIA, TORCH_CRITERIA  # noqa: F401  (re-exported)
 
 
 def _per_slice(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:

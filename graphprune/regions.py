@@ -31,8 +31,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-REGION_BYTES = 1 << 29  # weight bytes per region session (after widening): 512 MB
-SESSION_BYTES = 1 << 30  # models with more weight bytes than this run region by region
+REGION_BYTES = 1 << 28  # weight bytes per region session (after widening): 256 MB
+SESSION_BYTES = 1 << 29  # models with more weight bytes than this run region by region
 
 ORT_TYPES = {"float": TensorProto.FLOAT, "double": TensorProto.DOUBLE, "float16": TensorProto.FLOAT16,
              "bfloat16": TensorProto.BFLOAT16, "int8": TensorProto.INT8, "uint8": TensorProto.UINT8,
@@ -175,6 +175,7 @@ class RegionSession:
                 produced = sess.run_with_ort_values(region.outputs, {t: values[t] for t in region.inputs})
                 values.update(zip(region.outputs, produced))
                 del sess, keep
+                _return_freed_memory()
             for t in [t for t in values if last_use.get(t, -1) == r and t not in names]:
                 del values[t]  # no later region reads it: free the activation
         return [values[n].numpy() if values[n].is_tensor() else values[n] for n in names]
@@ -200,6 +201,7 @@ class RegionSession:
             sub = as_float64(sub)
         options = _copy_options(self.options)
         options.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of weights
+        options.enable_cpu_mem_arena = False  # buffers go back to the allocator with the session
         arrays = {t.name: tensor_array(t) for t in sub.graph.initializer
                   if t.data_location == TensorProto.EXTERNAL}
         external = ort_values(arrays)
@@ -207,6 +209,16 @@ class RegionSession:
             options.add_external_initializers(list(external), list(external.values()))
         sess = ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return sess, (arrays, external)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap a dropped region session freed back to the OS (glibc keeps it otherwise)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the allocator keeps its own policy
+        pass
 
 
 def _copy_options(options):

@@ -43,7 +43,7 @@ from .activation_importance import contraction_weight
 from .calibration import ChannelStats
 from .rms_norms import rms_norms, scale_values
 
-REPAIRS = ("none", "bias", "lsq")
+from .criteria import REPAIRS  # noqa: F401  (re-exported)
 RIDGE = 1e-4
 
 
