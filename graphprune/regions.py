@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from .progress import step
+
 REGION_BYTES = 1 << 28  # weight bytes per region session (after widening): 256 MB
 SESSION_BYTES = 1 << 29  # models with more weight bytes than this run region by region
 
@@ -169,15 +171,17 @@ class RegionSession:
         for r, region in enumerate(regions):
             for t in region.inputs:
                 last_use[t] = r
-        for r, region in enumerate(regions):
-            if region.outputs:
-                sess, keep = self._session(region, values)
-                produced = sess.run_with_ort_values(region.outputs, {t: values[t] for t in region.inputs})
-                values.update(zip(region.outputs, produced))
-                del sess, keep
-                _return_freed_memory()
-            for t in [t for t in values if last_use.get(t, -1) == r and t not in names]:
-                del values[t]  # no later region reads it: free the activation
+        with step("regions" + (" (float64)" if self.widen else ""), total=len(regions)) as progress:
+            for r, region in enumerate(regions):
+                if region.outputs:
+                    sess, keep = self._session(region, values)
+                    produced = sess.run_with_ort_values(region.outputs, {t: values[t] for t in region.inputs})
+                    values.update(zip(region.outputs, produced))
+                    del sess, keep
+                    _return_freed_memory()
+                for t in [t for t in values if last_use.get(t, -1) == r and t not in names]:
+                    del values[t]  # no later region reads it: free the activation
+                progress.advance()
         return [values[n].numpy() if values[n].is_tensor() else values[n] for n in names]
 
     def _session(self, region: Region, values: dict):
