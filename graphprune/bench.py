@@ -437,7 +437,8 @@ def _fmt(n: float) -> str:
 def _ms(t: dict | None) -> str:
     if not t:
         return "-"
-    return f"{t['median_ms']:.2f} ({t['q1_ms']:.2f}-{t['q3_ms']:.2f})"
+    ms = lambda x: f"{x:.3g}" if x < 1 else f"{x:.2f}"  # noqa: E731 -- sub-millisecond models keep 3 digits
+    return f"{ms(t['median_ms'])} ({ms(t['q1_ms'])}-{ms(t['q3_ms'])})"
 
 
 def table_rows(result: dict) -> list[tuple]:
