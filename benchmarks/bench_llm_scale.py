@@ -47,6 +47,15 @@ def _timed(command: list[str]) -> dict:
             "exit": proc.returncode, "error": proc.stderr.strip().splitlines()[-1][:160] if proc.returncode else ""}
 
 
+RUN_IN_ORT = """
+import sys, numpy as np, onnxruntime as ort
+sess = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+out = sess.run(None, {"input_ids": np.arange(16, dtype=np.int64).reshape(1, 16)})[0]
+assert np.isfinite(out.astype(np.float32)).all(), "non-finite logits"
+print(out.shape)
+"""
+
+
 def run(model: str, skip: set[str]) -> None:
     out = tempfile.mkdtemp(prefix="llm_scale_")
     size = sum(os.path.getsize(p) for p in (model, model + ".data") if os.path.exists(p)) / 1e9
@@ -56,9 +65,12 @@ def run(model: str, skip: set[str]) -> None:
         "prune (no verify)": gp + ["prune", model, "-o", f"{out}/p.onnx", "--ratio", "0.25", "--no-verify"],
         "prune (verified)": gp + ["prune", model, "-o", f"{out}/v.onnx", "--ratio", "0.25",
                                   "--input-shape", "input_ids=1x16"],
+        "onnxruntime runs the verified result": [sys.executable, "-c", RUN_IN_ORT, f"{out}/v.onnx"],
         "fold": gp + ["fold", model, "-o", f"{out}/f.onnx"],
         "onnxslim": [sys.executable, "-m", "onnxslim", model, f"{out}/s.onnx"],
     }
+    written = {"prune (no verify)": "p.onnx", "onnxruntime runs the verified result": "v.onnx",
+               "fold": "f.onnx", "onnxslim": "s.onnx"}  # removed once measured: disk space
     print(f"{os.path.basename(model)}: {size:.2f} GB on disk")
     print("| step | seconds | peak RSS GB | × model bytes | exit |")
     print("|---|---|---|---|---|")
@@ -68,6 +80,10 @@ def run(model: str, skip: set[str]) -> None:
         r = _timed(command)
         ratio = f"{r['peak_rss_gb'] / size:.1f}" if r["peak_rss_gb"] and size else "-"
         print(f"| {label} | {r['seconds']} | {r['peak_rss_gb']} | {ratio} | {r['exit']} {r['error']} |", flush=True)
+        for name in ([written[label]] if label in written else []):
+            for path in (f"{out}/{name}", f"{out}/{name}.data"):
+                if os.path.exists(path):
+                    os.remove(path)
 
 
 def main() -> None:
