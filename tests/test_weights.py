@@ -164,3 +164,20 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_external_data_spread_over_several_files(tmp_path):
+    src = tmp_path / "split.onnx"
+    onnx.save(_mlp(), str(src), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+    assert len([p for p in tmp_path.iterdir() if p != src]) == 3  # one file per tensor
+    result = graphprune.prune(src, ratio=0.5)
+    assert result.verification.status == "exact"
+    out = tmp_path / "out" / "pruned.onnx"
+    out.parent.mkdir()
+    graphprune.save(result.model, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pruned.onnx", "pruned.onnx.data"]
+    x = np.random.default_rng(2).standard_normal((2, 512)).astype(np.float32)
+    reference = graphprune.prune(onnx.load(str(src)), ratio=0.5)  # the same prune, weights in memory
+    inline = tmp_path / "inline.onnx"
+    graphprune.save(reference.model, inline)
+    np.testing.assert_array_equal(_run(out, x), _run(inline, x))
