@@ -38,19 +38,30 @@ class Plan:
     skipped: list[str] = field(default_factory=list)  # replayed names this model lacks (cross-format)
 
     def kept(self, did: int) -> np.ndarray | None:
-        """Kept element indices of dim ``did`` (ascending), or None if untouched."""
-        group = self.analysis.groups[self.analysis.group_of[did]]
-        mask = self.removed.get(group.id)
-        if mask is None or not mask.any():
+        """Kept element indices of dim ``did`` (ascending), or None if untouched.
+
+        A dim on the query side of grouped-query attention belongs to its kv
+        group and to an inner-factor group (:mod:`graphprune.channels.factors`):
+        an element is kept when every group it belongs to keeps its channel.
+        """
+        analysis = self.analysis
+        gone = None
+        for gid in (int(analysis.group_of[did]), *analysis.factor_of.get(did, ())):
+            mask = self.removed.get(gid)
+            if mask is None or not mask.any():
+                continue
+            elements = mask[analysis.groups[gid].channels[did]]
+            gone = elements if gone is None else gone | elements
+        if gone is None or not gone.any():
             return None
-        return np.flatnonzero(~mask[group.channels[did]])
+        return np.flatnonzero(~gone)
 
     def changed_dims(self) -> list[int]:
-        dims = []
+        dims: dict[int, None] = {}
         for gid, mask in self.removed.items():
             if mask.any():
-                dims.extend(self.analysis.groups[gid].dims)
-        return dims
+                dims.update(dict.fromkeys(self.analysis.groups[gid].dims))
+        return list(dims)
 
     @property
     def channels_removed(self) -> int:

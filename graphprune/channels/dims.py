@@ -54,6 +54,24 @@ class Coupling:
 
 
 @dataclass(frozen=True)
+class Factor:
+    """A merged axis seen as two factors: ``flat`` element *i* is ``(i // size, i % size)``
+    of ``(outer, inner)``, where ``inner`` (``size`` elements) was made by an Expand from a
+    size-1 axis (the query heads of a key/value head: ``[KV, R] → KV·R``, LLaMA's ``repeat_kv``).
+
+    The solver ties ``flat`` to ``outer`` as for any merge; with the query-head option
+    (:data:`graphprune.channels.groups.GQA_MODES`) the inner factor may also form a group of
+    its own (:func:`graphprune.channels.groups.factor_groups`).
+    """
+
+    flat: int
+    outer: int
+    inner: int
+    size: int
+    coupling: int  # index of the flat → outer ``blocks`` coupling in ``DimTable.couplings``
+
+
+@dataclass(frozen=True)
 class Contraction:
     """Input ``input_index`` of the node producing ``anchor`` is summed over ``axis``.
 
@@ -93,6 +111,9 @@ class DimTable:
         self.unsupported: set[str] = set()  # nodes whose rule pinned them whole (their emitters are skipped)
         self.multiples: dict[int, int] = {}  # dim -> its kept size must be a multiple of this (kernel alignment)
         self.touched_by: dict[int, set[str]] = defaultdict(set)
+        self.gqa_heads = "kv"  # "kv" | "query" | "both": see groups.GQA_MODES
+        self.broadcast: set[int] = set()  # Expand output axes made from a size-1 axis (mapped only under gqa_heads)
+        self.factors: list[Factor] = []
         self.producers = graph.producers()  # the graph does not change during analysis
         self.consumers = graph.consumers()
 
@@ -240,6 +261,17 @@ class RuleContext:
         if sf is not None and sc is not None and sf != outer * sc * block:
             raise Unsupported(f"{self.table.label(fine)} ({sf}) is not {outer}×{sc} blocks of {block}")
         self.table.couplings.append(Coupling(fine, coarse, "blocks", block, sc if outer > 1 or periodic else 0))
+
+    def factor(self, flat: int, outer: int, inner: int) -> None:
+        """``flat`` is ``outer × inner`` and ``inner`` is an Expand's broadcast axis (see :class:`Factor`).
+
+        Ties ``flat`` to ``outer`` exactly as :meth:`blocks` does (so groups are
+        unchanged unless the inner factor is found to be prunable on its own) and
+        records the factorisation.
+        """
+        size = self._size(inner)
+        self.blocks(flat, outer, size)
+        self.table.factors.append(Factor(flat, outer, inner, size, len(self.table.couplings) - 1))
 
     def offset(self, part: int, whole: int, start: int) -> None:
         sp, sw = self._size(part), self._size(whole)

@@ -12,10 +12,22 @@ Two levels, both connected components:
 
 Both steps are sparse-graph components over numpy arrays, so the cost is
 linear in the number of elements with no per-channel Python loop.
+
+Grouped-query attention (``gqa_heads``): a query head is ``(kv head, q within
+its kv group)``. By default (``"kv"``) heads go as whole key/value groups. With
+``"query"`` (or ``"both"``) the inner factor, the query heads that share a
+key/value head, is a group of its own (:func:`factor_groups`): removing its
+channel *r* removes query head *r* of every kv group, so every group keeps the
+same number of query heads, as Hugging Face attention requires. Dims on the
+query side of the merge then belong to two groups (their kv group and the
+inner-factor group); :meth:`graphprune.selection.Plan.kept` keeps an element
+only when both keep it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import re
 from dataclasses import dataclass, field
@@ -26,9 +38,35 @@ from scipy.sparse.csgraph import connected_components
 
 from ..ir import Graph
 from ..progress import stepped
-from .dims import DimTable, RuleContext, Unsupported
+from .dims import Coupling, DimTable, RuleContext, Unsupported
 from .rules import rule_for
 from .shape_sources import SHAPE_INPUTS, VECTOR_OPS, only_feeds_targets, pin_reads
+
+
+GQA_MODES = ("kv", "query", "both")  # remove whole kv groups / query heads inside every kv group / both
+_GQA_HEADS = contextvars.ContextVar("gqa_heads", default="kv")
+
+
+@contextlib.contextmanager
+def gqa_heads(mode: str):
+    """Analyse grouped-query attention as ``mode`` (one of :data:`GQA_MODES`) inside the block.
+
+    ``"kv"`` (default) removes whole key/value groups; ``"query"`` keeps every
+    key/value head and removes the same query heads inside every group;
+    ``"both"`` offers both groups to the selection.
+    """
+    token = _GQA_HEADS.set(_check_mode(mode))
+    try:
+        yield
+    finally:
+        _GQA_HEADS.reset(token)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in GQA_MODES:
+        from ..errors import InputError
+        raise InputError(f"gqa_heads must be one of {', '.join(GQA_MODES)}, got {mode!r}")
+    return mode
 
 
 @dataclass
@@ -42,6 +80,7 @@ class ChannelGroup:
     size: int = 0  # number of channels
     multiple: int = 1  # keep a multiple of this many channels (alignment a kernel needs)
     channels: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    within: int | None = None  # an inner-factor group: the id of the group its dims also belong to
 
     @property
     def prunable(self) -> bool:
@@ -56,6 +95,7 @@ class ChannelAnalysis:
         self.graph = table.graph
         self.groups = groups
         self.group_of = group_of  # dim id -> group id
+        self.factor_of: dict[int, list[int]] = {}  # dim id -> inner-factor groups it also belongs to
 
     def group_of_dim(self, tensor: str, axis: int) -> ChannelGroup | None:
         did = self.table.ids.get((tensor, axis))
@@ -102,8 +142,9 @@ def _pin_axes(table: DimTable, tensor: str, reason: str) -> None:
         table.pin(table.dim(tensor, axis), reason)
 
 
-def _run_rules(graph: Graph) -> DimTable:
+def _run_rules(graph: Graph, gqa: str = "kv") -> DimTable:
     table = DimTable(graph)
+    table.gqa_heads = gqa
     for name in graph.inputs:
         _pin_axes(table, name, f"graph input '{name}'")
     for name in graph.outputs:
@@ -172,12 +213,18 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @stepped("grouping")
-def analyse(graph: Graph) -> ChannelAnalysis:
-    """Run the rule table over ``graph`` and solve it into channel groups."""
-    table = _run_rules(graph)
+def analyse(graph: Graph, gqa: str | None = None) -> ChannelAnalysis:
+    """Run the rule table over ``graph`` and solve it into channel groups.
+
+    ``gqa`` is one of :data:`GQA_MODES` (default: the :func:`gqa_heads` in effect, ``"kv"``).
+    """
+    gqa = _check_mode(gqa) if gqa is not None else _GQA_HEADS.get()
+    table = _run_rules(graph, gqa)
     n_dims = len(table.keys)
-    pairs = np.array([(c.a, c.b) for c in table.couplings], dtype=np.int64).reshape(-1, 2)
-    group_of = _components(n_dims, pairs[:, 0], pairs[:, 1])
+    group_of = _dim_components(table)
+    if table.factors:
+        _join_inner_factors(table, group_of)
+        group_of = _dim_components(table)
     order = np.argsort(group_of, kind="stable")
     bounds = np.flatnonzero(np.diff(group_of[order])) + 1
     groups = [ChannelGroup(gid, [int(d) for d in dims])
@@ -192,7 +239,26 @@ def analyse(graph: Graph) -> ChannelAnalysis:
         g.multiple = math.lcm(1, *(table.multiples[d] for d in g.dims if d in table.multiples))
     analysis = ChannelAnalysis(table, groups, remap)
     _solve_channels(analysis)
+    if table.broadcast:
+        from .factors import factor_groups
+        factor_groups(analysis)
     return analysis
+
+
+def _dim_components(table: DimTable) -> np.ndarray:
+    pairs = np.array([(c.a, c.b) for c in table.couplings], dtype=np.int64).reshape(-1, 2)
+    return _components(len(table.keys), pairs[:, 0], pairs[:, 1])
+
+
+def _join_inner_factors(table: DimTable, group_of: np.ndarray) -> None:
+    """The inner factors of merges into one kv group (its key and its value ``repeat_kv``)
+    are the same query-within-group index: couple them 1:1."""
+    first: dict[tuple[int, int], int] = {}
+    for f in table.factors:
+        key = (int(group_of[f.flat]), f.size)
+        if key in first and first[key] != f.inner:
+            table.couplings.append(Coupling(first[key], f.inner, "same"))
+        first.setdefault(key, f.inner)
 
 
 def _solve_channels(analysis: ChannelAnalysis) -> None:

@@ -51,9 +51,25 @@ def expand(ctx):
     through; axes ``x`` lacks or has as 1 are new and stay pinned. A target
     computed at run time is followed (:mod:`..shape_sources`); positions that
     cannot be rewritten pin their axis."""
-    ctx.broadcast(ctx.node.input(0), ctx.node.outputs[0])
+    x, y = ctx.node.input(0), ctx.node.outputs[0]
+    ctx.broadcast(x, y)
     if ctx.node.input(1):
-        couple_target(ctx, 1, ctx.node.outputs[0], EXPAND_INERT)
+        couple_target(ctx, 1, y, EXPAND_INERT)
+    if ctx.table.gqa_heads != "kv":
+        _broadcast_axes(ctx, x, y)
+
+
+def _broadcast_axes(ctx, x: str, y: str) -> None:
+    """Axes the Expand makes from a size-1 axis (``[KV, 1] → [KV, R]``, the query heads
+    sharing a key/value head) are left free for a Reshape that merges them as the inner
+    factor of a head axis (:meth:`RuleContext.factor`). Every element of such an axis is the
+    same copy, so keeping fewer of them only needs a smaller target entry; an axis that does
+    not end up as a validated factor is pinned (:func:`..groups.factor_groups`)."""
+    sx, sy = ctx.shape(x), ctx.shape(y)
+    lead = len(sy) - len(sx)
+    for axis, size in enumerate(sy):
+        if axis >= lead and sx[axis - lead] == 1 and isinstance(size, int) and size > 1:
+            ctx.table.broadcast.add(ctx.dim(y, axis))
 
 
 @emitter("Expand")

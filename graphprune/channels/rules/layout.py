@@ -306,7 +306,22 @@ def couple_reshape(ctx, x: str, y: str) -> None:
         elif len(ga) == 1 and gb:
             _tie(ctx, x, ga[0], y, gb, [sy[b] for b in gb])
         elif len(gb) == 1 and ga:
-            _tie(ctx, y, gb[0], x, ga, [sx[a] for a in ga])
+            if not _factor(ctx, x, ga, y, gb[0]):
+                _tie(ctx, y, gb[0], x, ga, [sx[a] for a in ga])
+
+
+def _factor(ctx, x: str, axes: list[int], y: str, flat_axis: int) -> bool:
+    """``[O, I] → O·I`` where ``I`` is an Expand's broadcast axis (the query heads of each
+    key/value head, ``repeat_kv``): recorded as a factorisation (:meth:`RuleContext.factor`)."""
+    table = ctx.table
+    if table.gqa_heads == "kv" or len(axes) != 2:
+        return False
+    inner = table.ids.get((x, axes[1]))
+    sizes = [ctx.shape(x)[a] for a in axes]
+    if inner not in table.broadcast or not all(isinstance(s, int) for s in sizes):
+        return False
+    ctx.factor(ctx.dim(y, flat_axis), ctx.dim(x, axes[0]), ctx.dim(x, axes[1]))
+    return True
 
 
 RESHAPE_INERT = (0, -1)  # "copy the input's size" and "whatever is left" follow a prune by themselves

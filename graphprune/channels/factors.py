@@ -1,0 +1,157 @@
+"""Inner-factor groups: query heads inside every key/value group (grouped-query attention).
+
+LLaMA-style attention repeats each of ``KV`` key/value heads for the ``R``
+query heads that read it: ``[B, KV, S, D] → Unsqueeze → [B, KV, 1, S, D] →
+Expand → [B, KV, R, S, D] → Reshape → [B, KV·R, S, D]``. Query head ``h`` is
+``(kv = h // R, r = h % R)``. The merging Reshape ties the query-head axis to
+the kv heads (:meth:`~graphprune.channels.dims.RuleContext.factor`), so by
+default a kv head goes with all its query heads.
+
+Under ``gqa_heads="query"``/``"both"`` the inner factor ``r`` becomes a
+group of its own. Its dims are the Expand's broadcast axes (every element a
+copy, so keeping ``R'`` of them is only a smaller target entry) and every
+dim on the *query side* of the merge (the query projection's rows, the query
+head axis through rotary embedding and the attention matmuls, the output
+projection's columns), each element labelled with its ``r``. Removing
+channel ``r`` removes query head ``r`` of every kv group: each group keeps
+``R'`` query heads, the pruned model's ``[KV', R'] → KV'·R'`` merge is the
+same code with smaller sizes, and the oracle's mask (the output projection's
+columns of the removed heads) describes it exactly.
+
+The structure is accepted only when it is proved, else the inner factor
+stays pinned with the reason:
+
+* the query side is separate from the key/value side once the merges are cut
+  (every path between them goes through a factor merge);
+* following the query side's couplings from the merged axes (element ``i``
+  labelled ``i % R``), every element gets exactly one label;
+* in every query-side dim the (kv head, r) pairs form a full product, so
+  keeping any kv heads and any ``r`` never empties a dim;
+* the broadcast axes are coupled to nothing but each other.
+
+Any Expand broadcast axis that is not part of a proved factor is pinned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .groups import ChannelAnalysis, ChannelGroup
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    matrix = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    return connected_components(matrix, directed=False)[1]
+
+
+def factor_groups(analysis: ChannelAnalysis) -> None:
+    """Turn proved inner factors into groups (see the module docstring); pin the rest."""
+    table = analysis.table
+    by_inner: dict[int, list] = {}
+    for f in table.factors:
+        by_inner.setdefault(int(analysis.group_of[f.inner]), []).append(f)
+    proved: set[int] = set()
+    for gid, factors in by_inner.items():
+        group = analysis.groups[gid]
+        reason = _prove(analysis, group, factors)
+        if reason is None:
+            proved.add(gid)
+        else:
+            group.pinned = f"query heads inside kv groups: {reason}"
+    for did in table.broadcast:
+        group = analysis.groups[analysis.group_of[did]]
+        if group.id not in proved and group.pinned is None:
+            group.pinned = f"{table.label(did)} is an Expand's broadcast axis, not a query-head factor"
+    if table.gqa_heads == "query":
+        for gid in proved:
+            outer = analysis.groups[analysis.groups[gid].within]
+            if outer.pinned is None:
+                outer.pinned = "kv heads kept whole (gqa_heads='query' removes query heads inside every kv group)"
+
+
+def _prove(analysis: ChannelAnalysis, inner: ChannelGroup, factors: list) -> str | None:
+    """Make ``inner`` the group of the query-within-group index, or say why not."""
+    table = analysis.table
+    inner_dims = sorted({f.inner for f in factors})
+    outer = analysis.groups[analysis.group_of[factors[0].flat]]
+    if any(analysis.group_of[f.flat] != outer.id for f in factors):
+        return "the merges belong to different head groups"
+    if outer.pinned is not None:
+        return f"their kv group is pinned ({outer.pinned})"
+    if sorted(inner.dims) != inner_dims:
+        return "the broadcast axis is coupled to other axes"
+    if any(d in table.pins for d in inner_dims):
+        return next(table.pins[d] for d in inner_dims if d in table.pins)
+    size = factors[0].size
+    if any(f.size != size for f in factors) or inner.size != size or outer.multiple > 1:
+        return "the merges repeat the kv heads differently"
+    query = _query_side(analysis, outer, factors)
+    if isinstance(query, str):
+        return query
+    labels = _labels(analysis, query, factors, inner)
+    if isinstance(labels, str):
+        return labels
+    for d, r in labels.items():
+        kv = outer.channels[d]
+        pairs = np.unique(kv * size + r)
+        if len(pairs) != len(np.unique(kv)) * len(np.unique(r)):
+            return f"{table.label(d)} does not hold every query head of its kv heads"
+    inner.pinned = None
+    inner.within = outer.id
+    for d, r in labels.items():
+        inner.channels[d] = r
+        analysis.factor_of.setdefault(d, []).append(inner.id)
+    inner.dims = sorted(set(inner.dims) | set(labels))
+    inner.approximate = inner.approximate or outer.approximate
+    return None
+
+
+def _query_side(analysis: ChannelAnalysis, outer: ChannelGroup, factors: list) -> list[int] | str:
+    """The dims of ``outer`` joined to the merged axes once the factor merges are cut."""
+    table = analysis.table
+    members = np.zeros(len(table.keys), dtype=bool)
+    members[outer.dims] = True
+    cut = {f.coupling for f in factors}
+    pairs = [(c.a, c.b) for i, c in enumerate(table.couplings)
+             if i not in cut and members[c.a] and members[c.b]]
+    pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    comp = _components(len(table.keys), pairs[:, 0], pairs[:, 1])
+    side = {int(comp[f.flat]) for f in factors}
+    if len(side) != 1:
+        return "the merged axes are not one query-head axis"
+    side = side.pop()
+    if any(comp[f.outer] == side for f in factors):
+        return "the query heads reach the kv heads other than through the merges"
+    return [d for d in outer.dims if comp[d] == side]
+
+
+def _labels(analysis: ChannelAnalysis, query: list[int], factors: list, inner: ChannelGroup) \
+        -> dict[int, np.ndarray] | str:
+    """``r`` of every element of the query-side dims, by components seeded at the merges."""
+    table = analysis.table
+    size = factors[0].size
+    sizes = np.array([table.sizes[d] for d in query], dtype=np.int64)
+    start = dict(zip(query, np.concatenate([[0], np.cumsum(sizes)[:-1]])))
+    total = int(sizes.sum())
+    src, dst = [], []
+    for c in table.couplings:
+        if c.a in start and c.b in start:
+            ia, ib = c.index_pairs(int(table.sizes[c.a]))
+            src.append(start[c.a] + ia)
+            dst.append(start[c.b] + ib)
+    for f in factors:  # element i of the merged axis is r = inner channel of (i % R)
+        i = np.arange(table.sizes[f.flat], dtype=np.int64)
+        src.append(start[f.flat] + i)
+        dst.append(total + inner.channels[f.inner][i % size])
+    comp = _components(total + inner.size, np.concatenate(src), np.concatenate(dst))
+    seeds = comp[total:]
+    if len(np.unique(seeds)) != inner.size:
+        return "the query heads of different positions in a kv group are coupled"
+    label_of = np.full(int(comp.max()) + 1, -1, dtype=np.int64)
+    label_of[seeds] = np.arange(inner.size)
+    labels = label_of[comp[:total]]
+    if (labels < 0).any():
+        return "some query-side channels are not reached from the merged head axis"
+    return {d: labels[start[d]:start[d] + table.sizes[d]] for d in query}
