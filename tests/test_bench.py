@@ -148,6 +148,16 @@ def test_openvino_agrees_with_onnxruntime(pair):
         assert check["max_rel_error"] < 1e-4
 
 
+def test_openvino_agrees_on_a_dynamic_batch(tmp_path):
+    pytest.importorskip("openvino")
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp(), path)
+    feeds = {"x": np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)}
+    check = bench.compare_openvino(path, feeds=feeds)
+    assert check["ok"], check["message"]
+    assert check["outputs"][0]["shape"] == [3, 4]  # reshaped to the feeds, not the symbolic batch
+
+
 def test_openvino_comparison_reports_differences(pair, monkeypatch):
     src, _ = pair
     real = bench.openvino_outputs if bench.openvino_available() else None
