@@ -26,6 +26,8 @@ def group_summary(analysis: ChannelAnalysis, group: ChannelGroup, removed=None) 
         entry["removed"] = int(removed.sum()) if removed is not None else 0
     if group.approximate:
         entry["approximate"] = group.approximate
+    if group.within is not None:  # query heads inside every kv group of group ``within``
+        entry["within"] = group.within
     return entry
 
 
