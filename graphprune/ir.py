@@ -71,6 +71,16 @@ class Graph:
         self.symbol_values: dict[str, int] = {}  # symbolic dim -> size for metrics
         self.spill = None  # weights.Spill when the weights are memory-mapped: large results go to disk
 
+    def release_weights(self) -> None:
+        """Drop the resident pages of every memory-mapped constant (see :mod:`graphprune.weights`):
+        a pass that read them all leaves the process no larger than before."""
+        if self.spill is None:
+            return
+        from .weights import release
+
+        for value in self.constants.values():
+            release(value)
+
     def keep(self, value: np.ndarray) -> np.ndarray:
         """A new constant value as the graph stores it: on disk when the graph is disk-backed."""
         return self.spill.put(value) if self.spill is not None else value

@@ -113,6 +113,7 @@ class Pass:
         start = time.perf_counter()
         with step(self.name):
             details = self.apply(graph) or {}
+        graph.release_weights()
         modified = bool(details.get("changed", 0))
         if modified and not (self.lossless and _shapes_known(graph)):
             with step("shape inference"):

@@ -50,15 +50,20 @@ ORT_TYPES = {"float": TensorProto.FLOAT, "double": TensorProto.DOUBLE, "float16"
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
 
-def tensor_bytes(tensor: TensorProto, widen: bool = False) -> int:
-    """Bytes a session holds for an initializer (as float64 when ``widen`` and it is a float)."""
+def tensor_bytes(tensor: TensorProto, widen: int = 0) -> int:
+    """Bytes a session holds for an initializer (``widen``: the float type narrower floats
+    are widened to, 0 for none)."""
     count = int(np.prod(tensor.dims, dtype=np.int64))
     if widen and tensor.data_type in FLOATS:
-        return count * 8
+        return count * (8 if widen == TensorProto.DOUBLE else max(4, _itemsize(tensor)))
+    return count * _itemsize(tensor)
+
+
+def _itemsize(tensor: TensorProto) -> int:
     try:
-        return count * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        return np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
     except (KeyError, TypeError):
-        return count
+        return 1
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:
@@ -83,7 +88,7 @@ class Region:
     outputs: list[str]  # values later regions or the caller read
 
 
-def partition(model: onnx.ModelProto, budget: int | None = None, widen: bool = False,
+def partition(model: onnx.ModelProto, budget: int | None = None, widen: int = 0,
               requested: list[str] | None = None) -> list[Region]:
     """Consecutive node ranges whose initializers fit ``budget`` bytes (a region holding
     one larger tensor is allowed: it cannot be split)."""
@@ -142,7 +147,7 @@ class RegionSession:
     """An onnxruntime-session look-alike (``run``, ``get_inputs``, ``get_outputs``) that runs
     ``model`` region by region (see the module docstring)."""
 
-    def __init__(self, model: onnx.ModelProto, options, widen: bool = False, budget: int | None = None):
+    def __init__(self, model: onnx.ModelProto, options, widen: int = 0, budget: int | None = None):
         self.model = model
         self.options = options
         self.widen = widen
@@ -175,7 +180,8 @@ class RegionSession:
         for r, region in enumerate(regions):
             for t in region.inputs:
                 last_use[t] = r
-        with step("regions" + (" (float64)" if self.widen else ""), total=len(regions)) as progress:
+        wide = {TensorProto.DOUBLE: " (float64)", TensorProto.FLOAT: " (float32)"}.get(self.widen, "")
+        with step("regions" + wide, total=len(regions)) as progress:
             for r, region in enumerate(regions):
                 if region.outputs:
                     sess, keep = self._session(region, values)
@@ -206,7 +212,7 @@ class RegionSession:
         sub.ir_version = self.model.ir_version
         sub.functions.extend(self.model.functions)
         if self.widen:
-            sub = as_float64(sub)
+            sub = as_float64(sub, self.widen)
         options = _copy_options(self.options)
         options.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of weights
         options.enable_cpu_mem_arena = False  # buffers go back to the allocator with the session

@@ -31,6 +31,7 @@ from graphprune.emit.onnx import to_onnx
 from graphprune.pipeline import Pass, register
 from graphprune.selection import Plan, ensure_nonempty
 from graphprune.verify import random_inputs, session
+from graphprune.weights import release
 
 def _consumer_columns(c, graph) -> tuple[str, int] | None:
     """The constant weight and axis through which contraction ``c`` reads a channel."""
@@ -46,7 +47,9 @@ def _zero_slices(analysis, group, tensor: str, axis: int) -> np.ndarray:
     ``all()``; otherwise ``any`` over the other axes, without copying ``w``.
     """
     w = analysis.graph.constants[tensor]
-    if w.all():
+    dense = bool(w.all())
+    release(w)
+    if dense:
         return np.zeros(group.size, dtype=bool)
     did = analysis.table.ids[(tensor, axis)]
     others = tuple(a for a in range(w.ndim) if a != axis)
@@ -60,7 +63,11 @@ def _has_zero_weights(graph) -> bool:
     for node in graph.nodes:
         if node.op in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
             w = graph.constants.get(node.input(1))
-            if w is not None and w.dtype.kind == "f" and not w.all():
+            if w is None or w.dtype.kind != "f":
+                continue
+            dense = bool(w.all())
+            release(w)  # a mapped weight's pages leave memory once read
+            if not dense:
                 return True
     return False
 

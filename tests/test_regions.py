@@ -42,7 +42,7 @@ def test_partition_respects_the_budget_and_covers_every_node_once(llama):
     for r in parts:
         held = sum(sizes[t] for t in r.initializers)
         assert held <= budget or len(r.initializers) == 1  # one tensor larger than the budget stands alone
-    widened = regions.partition(model, budget, widen=True)
+    widened = regions.partition(model, budget, widen=TensorProto.DOUBLE)
     assert len(widened) > len(parts)  # float64 copies are twice the bytes: smaller regions
 
 
@@ -115,3 +115,15 @@ def test_region_verification_catches_a_wrong_result(llama, force_regions):
     assert check.status == "failed"
     good = verify.verify_prune(source, result.model, result.plan, input_shapes={"input_ids": (1, 8)})
     assert good.status == "exact"
+
+
+def test_half_precision_noise_floor_runs_in_float32(tmp_path):
+    path = build(SHAPES["tiny"], str(tmp_path / "half.onnx"), dtype="fp16")
+    model = graphprune.api.read_model(path)
+    assert verify.widened_type(model) == TensorProto.FLOAT
+    wide = verify.as_float64(model, TensorProto.FLOAT)
+    assert {t.data_type for t in wide.graph.initializer if t.data_type in regions.FLOATS} == {TensorProto.FLOAT}
+    single = build(SHAPES["tiny"], str(tmp_path / "single.onnx"), dtype="fp32")
+    assert verify.widened_type(onnx.load(single)) == TensorProto.DOUBLE
+    result = graphprune.prune(path, ratio=0.25, exact=True, input_shapes={"input_ids": (1, 8)})
+    assert result.verification.status == "exact" and result.verification.noise_floor > 0
