@@ -36,11 +36,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnx
-
 from .errors import InputError, shorten
-from .latency import latency_feeds, run_times
+
+# numpy, onnx and the runtimes are imported where they are used: the CLI imports this module
+# for its parser, and `graphprune --help` must not load them (issue 11).
 
 DEFAULT_WARMUP = 5
 DEFAULT_REPEATS = 50
@@ -62,6 +61,8 @@ class Timing:
 
     @classmethod
     def of(cls, seconds: list[float]) -> "Timing":
+        import numpy as np
+
         ms = np.asarray(seconds, dtype=np.float64) * 1e3
         q1, med, q3 = np.percentile(ms, [25, 50, 75])
         return cls(float(med), float(q1), float(q3), float(ms.min()), float(ms.max()), int(ms.size))
@@ -215,8 +216,10 @@ def openvino_compile(path: str | os.PathLike, shapes: dict, threads: int = 0, pr
     return core.compile_model(model, "CPU", config)
 
 
-def openvino_outputs(path, feeds: dict, threads: int = 0) -> list[np.ndarray]:
+def openvino_outputs(path, feeds: dict, threads: int = 0) -> list:
     """The model's outputs in OpenVINO (f32 precision), in graph-output order."""
+    import numpy as np
+
     compiled = openvino_compile(path, {k: v.shape for k, v in feeds.items()}, threads)
     result = compiled.create_infer_request().infer(feeds)
     return [np.asarray(result[out]) for out in compiled.outputs]
@@ -233,6 +236,11 @@ def compare_openvino(model, feeds: dict | None = None, rtol: float = 1e-3, atol_
     "outputs": [...], "message"}``.
     """
     import tempfile
+
+    import numpy as np
+    import onnx
+
+    from .latency import latency_feeds
 
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, onnx.ModelProto):
@@ -279,6 +287,8 @@ def compare_openvino(model, feeds: dict | None = None, rtol: float = 1e-3, atol_
 
 def file_bytes(path: str | os.PathLike) -> int:
     """Size of the model file plus every external-data file it names."""
+    import onnx
+
     path = Path(path)
     total = path.stat().st_size
     try:
@@ -292,7 +302,7 @@ def file_bytes(path: str | os.PathLike) -> int:
     return total + sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file())
 
 
-def _metrics(proto: onnx.ModelProto, shapes: dict) -> tuple[int, int]:
+def _metrics(proto, shapes: dict) -> tuple[int, int]:
     from .api import load
     from .metrics import total_macs
 
@@ -312,7 +322,7 @@ def _check_paths(paths) -> list[Path]:
     return out
 
 
-def _feeds_for(proto: onnx.ModelProto, path: Path, shapes: dict, seed: int = 0) -> dict:
+def _feeds_for(proto, path: Path, shapes: dict, seed: int = 0) -> dict:
     """Feeds for another model at the baseline's shapes (its inputs may differ in name only rarely)."""
     from .feeds import feed_plan
 
@@ -343,6 +353,7 @@ def bench(paths, threads: int = 0, batch: int | None = None, input_shapes: dict 
     Returns ``{"models": [...], "settings": {...}}`` (the ``--json`` output).
     """
     from .frontends.onnx import read_model
+    from .latency import latency_feeds
 
     say = progress or (lambda message: None)
     paths = _check_paths(paths)
@@ -414,6 +425,8 @@ def _openvino_version() -> str:
 
 def _interleaved(runs: list, warmup: int, repeats: int) -> list[list[float]]:
     """Per-run seconds of each ``run``: warm-up, then ``repeats`` runs of each in interleaved blocks."""
+    from .latency import run_times
+
     for run in runs:
         run_times(run, warmup=warmup, min_runs=0)
     times: list[list[float]] = [[] for _ in runs]
