@@ -61,6 +61,7 @@ def test_bench_measures_both_models_at_the_same_inputs(pair):
     assert small["onnxruntime_speedup"] == pytest.approx(speedup, rel=1e-3)
     assert small["onnxruntime_efficiency"] == pytest.approx(speedup * small["macs_ratio"], rel=1e-2)
     assert result["settings"]["threads"] == 1 and "RSS" in result["settings"]["memory"]
+    assert base["onnxruntime_peak_memory_mb"] < 16  # a 13 KB model: no one-time library cost counted
 
 
 def test_batch_sets_dynamic_axes_and_macs_follow(tmp_path):
@@ -175,3 +176,4 @@ def test_bench_in_openvino(pair):
     assert all(m["openvino"]["runs"] == 3 for m in result["models"])
     assert result["models"][1]["openvino_speedup"] > 0
     assert "f32" in result["settings"]["openvino_config"]
+    assert result["models"][0]["openvino_peak_memory_mb"] < 16  # the plugin's loading is not counted
