@@ -45,12 +45,16 @@ class Plan:
         an element is kept when every group it belongs to keeps its channel.
         """
         analysis = self.analysis
-        gone = None
-        for gid in (int(analysis.group_of[did]), *analysis.factor_of.get(did, ())):
+        group = analysis.groups[analysis.group_of[did]]
+        mask = self.removed.get(group.id)
+        gone = mask[group.channels[did]] if mask is not None and mask.any() else None
+        for gid, channels in analysis.factor_of.get(did, ()):  # -1: an element outside that group
             mask = self.removed.get(gid)
             if mask is None or not mask.any():
                 continue
-            elements = mask[analysis.groups[gid].channels[did]]
+            elements = np.zeros(len(channels), dtype=bool)
+            inside = channels >= 0
+            elements[inside] = mask[channels[inside]]
             gone = elements if gone is None else gone | elements
         if gone is None or not gone.any():
             return None
@@ -60,7 +64,8 @@ class Plan:
         dims: dict[int, None] = {}
         for gid, mask in self.removed.items():
             if mask.any():
-                dims.update(dict.fromkeys(self.analysis.groups[gid].dims))
+                group = self.analysis.groups[gid]
+                dims.update(dict.fromkeys(group.dims + group.partial))
         return list(dims)
 
     @property

@@ -21,10 +21,10 @@ columns of the removed heads) describes it exactly.
 The structure is accepted only when it is proved, else the inner factor
 stays pinned with the reason:
 
-* the query side is separate from the key/value side once the merges are cut
-  (every path between them goes through a factor merge);
-* following the query side's couplings from the merged axes (element ``i``
-  labelled ``i % R``), every element gets exactly one label;
+* following the head group's couplings with the merges cut, from the merged
+  axes (element ``i`` labelled ``i % R``), no element gets two labels and no
+  key/value head gets one (every path between the sides goes through a
+  merge); a fused projection's rows hold both sides, its query rows labelled;
 * in every query-side dim the (kv head, r) pairs form a full product, so
   keeping any kv heads and any ``r`` never empties a dim;
 * the broadcast axes are coupled to nothing but each other.
@@ -52,10 +52,16 @@ def factor_groups(analysis: ChannelAnalysis) -> None:
     by_inner: dict[int, list] = {}
     for f in table.factors:
         by_inner.setdefault(int(analysis.group_of[f.inner]), []).append(f)
+    heads = {int(analysis.group_of[f.flat]) for f in table.factors}
+    couplings: dict[int, list[int]] = {gid: [] for gid in heads}  # head group -> its couplings
+    for i, c in enumerate(table.couplings):
+        gid = int(analysis.group_of[c.a])
+        if gid in couplings:
+            couplings[gid].append(i)
     proved: set[int] = set()
     for gid, factors in by_inner.items():
         group = analysis.groups[gid]
-        reason = _prove(analysis, group, factors)
+        reason = _prove(analysis, group, factors, couplings)
         if reason is None:
             proved.add(gid)
         else:
@@ -71,73 +77,62 @@ def factor_groups(analysis: ChannelAnalysis) -> None:
                 outer.pinned = "kv heads kept whole (gqa_heads='query' removes query heads inside every kv group)"
 
 
-def _prove(analysis: ChannelAnalysis, inner: ChannelGroup, factors: list) -> str | None:
+def _prove(analysis: ChannelAnalysis, inner: ChannelGroup, factors: list, couplings: dict) -> str | None:
     """Make ``inner`` the group of the query-within-group index, or say why not."""
     table = analysis.table
-    inner_dims = sorted({f.inner for f in factors})
+    inner_dims = {f.inner for f in factors}
     outer = analysis.groups[analysis.group_of[factors[0].flat]]
     if any(analysis.group_of[f.flat] != outer.id for f in factors):
         return "the merges belong to different head groups"
     if outer.pinned is not None:
         return f"their kv group is pinned ({outer.pinned})"
-    if sorted(inner.dims) != inner_dims:
+    if not inner_dims <= set(inner.dims) or not set(inner.dims) <= table.broadcast:
         return "the broadcast axis is coupled to other axes"
-    if any(d in table.pins for d in inner_dims):
-        return next(table.pins[d] for d in inner_dims if d in table.pins)
+    if any(d in table.pins for d in inner.dims):
+        return next(table.pins[d] for d in inner.dims if d in table.pins)
     size = factors[0].size
     if any(f.size != size for f in factors) or inner.size != size or outer.multiple > 1:
         return "the merges repeat the kv heads differently"
-    query = _query_side(analysis, outer, factors)
-    if isinstance(query, str):
-        return query
-    labels = _labels(analysis, query, factors, inner)
+    labels = _labels(analysis, outer, factors, inner, couplings[outer.id])
     if isinstance(labels, str):
         return labels
     for d, r in labels.items():
-        kv = outer.channels[d]
-        pairs = np.unique(kv * size + r)
-        if len(pairs) != len(np.unique(kv)) * len(np.unique(r)):
+        has = r >= 0
+        kv = outer.channels[d][has]
+        pairs = np.unique(kv * size + r[has])
+        if len(pairs) != len(np.unique(kv)) * len(np.unique(r[has])):
             return f"{table.label(d)} does not hold every query head of its kv heads"
     inner.pinned = None
     inner.within = outer.id
     for d, r in labels.items():
-        inner.channels[d] = r
-        analysis.factor_of.setdefault(d, []).append(inner.id)
-    inner.dims = sorted(set(inner.dims) | set(labels))
+        if (r >= 0).all():  # a query-side dim: evidence for the group's importance
+            inner.channels[d] = r
+            inner.dims.append(d)
+        else:  # a fused projection's rows: its query rows are in the group, its key/value rows not
+            inner.partial.append(d)
+        analysis.factor_of.setdefault(d, []).append((inner.id, r))
+    inner.dims.sort()
     inner.approximate = inner.approximate or outer.approximate
     return None
 
 
-def _query_side(analysis: ChannelAnalysis, outer: ChannelGroup, factors: list) -> list[int] | str:
-    """The dims of ``outer`` joined to the merged axes once the factor merges are cut."""
-    table = analysis.table
-    members = np.zeros(len(table.keys), dtype=bool)
-    members[outer.dims] = True
-    cut = {f.coupling for f in factors}
-    pairs = [(c.a, c.b) for i, c in enumerate(table.couplings)
-             if i not in cut and members[c.a] and members[c.b]]
-    pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    comp = _components(len(table.keys), pairs[:, 0], pairs[:, 1])
-    side = {int(comp[f.flat]) for f in factors}
-    if len(side) != 1:
-        return "the merged axes are not one query-head axis"
-    side = side.pop()
-    if any(comp[f.outer] == side for f in factors):
-        return "the query heads reach the kv heads other than through the merges"
-    return [d for d in outer.dims if comp[d] == side]
-
-
-def _labels(analysis: ChannelAnalysis, query: list[int], factors: list, inner: ChannelGroup) \
-        -> dict[int, np.ndarray] | str:
-    """``r`` of every element of the query-side dims, by components seeded at the merges."""
+def _labels(analysis: ChannelAnalysis, outer: ChannelGroup, factors: list, inner: ChannelGroup,
+            couplings: list[int]) -> dict[int, np.ndarray] | str:
+    """``r`` of every element of ``outer``'s dims (-1: a kv-side element), by components of
+    the group's couplings with the merges cut and element *i* of each merged axis tied to
+    ``r = i % R``. A fused projection's rows hold both sides (query rows labelled, key and
+    value rows not)."""
     table = analysis.table
     size = factors[0].size
-    sizes = np.array([table.sizes[d] for d in query], dtype=np.int64)
-    start = dict(zip(query, np.concatenate([[0], np.cumsum(sizes)[:-1]])))
+    dims = outer.dims
+    sizes = np.array([table.sizes[d] for d in dims], dtype=np.int64)
+    start = dict(zip(dims, np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()))
     total = int(sizes.sum())
+    cut = {f.coupling for f in factors}
     src, dst = [], []
-    for c in table.couplings:
-        if c.a in start and c.b in start:
+    for i in couplings:
+        c = table.couplings[i]
+        if i not in cut:
             ia, ib = c.index_pairs(int(table.sizes[c.a]))
             src.append(start[c.a] + ia)
             dst.append(start[c.b] + ib)
@@ -152,6 +147,7 @@ def _labels(analysis: ChannelAnalysis, query: list[int], factors: list, inner: C
     label_of = np.full(int(comp.max()) + 1, -1, dtype=np.int64)
     label_of[seeds] = np.arange(inner.size)
     labels = label_of[comp[:total]]
-    if (labels < 0).any():
-        return "some query-side channels are not reached from the merged head axis"
-    return {d: labels[start[d]:start[d] + table.sizes[d]] for d in query}
+    if any((labels[start[f.outer]:start[f.outer] + table.sizes[f.outer]] >= 0).any() for f in factors):
+        return "the query heads reach the kv heads other than through the merges"
+    out = {d: labels[start[d]:start[d] + table.sizes[d]] for d in dims}
+    return {d: r for d, r in out.items() if (r >= 0).any()}

@@ -81,6 +81,7 @@ class ChannelGroup:
     multiple: int = 1  # keep a multiple of this many channels (alignment a kernel needs)
     channels: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     within: int | None = None  # an inner-factor group: the id of the group its dims also belong to
+    partial: list[int] = field(default_factory=list)  # inner-factor group: dims only some elements of which it holds
 
     @property
     def prunable(self) -> bool:
@@ -95,7 +96,8 @@ class ChannelAnalysis:
         self.graph = table.graph
         self.groups = groups
         self.group_of = group_of  # dim id -> group id
-        self.factor_of: dict[int, list[int]] = {}  # dim id -> inner-factor groups it also belongs to
+        # dim id -> [(inner-factor group id, channel of each element or -1)] it also belongs to
+        self.factor_of: dict[int, list[tuple[int, np.ndarray]]] = {}
 
     def group_of_dim(self, tensor: str, axis: int) -> ChannelGroup | None:
         did = self.table.ids.get((tensor, axis))

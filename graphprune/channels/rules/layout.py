@@ -316,12 +316,29 @@ def _factor(ctx, x: str, axes: list[int], y: str, flat_axis: int) -> bool:
     table = ctx.table
     if table.gqa_heads == "kv" or len(axes) != 2:
         return False
-    inner = table.ids.get((x, axes[1]))
     sizes = [ctx.shape(x)[a] for a in axes]
-    if inner not in table.broadcast or not all(isinstance(s, int) for s in sizes):
+    if not all(isinstance(s, int) for s in sizes) or not _broadcast_copy(table, x, axes[1]):
         return False
     ctx.factor(ctx.dim(y, flat_axis), ctx.dim(x, axes[0]), ctx.dim(x, axes[1]))
     return True
+
+
+COPIES = ("Identity", "Cast")  # ops between the Expand and the merge that keep every element (clone, contiguous)
+
+
+def _broadcast_copy(table, x: str, axis: int, depth: int = 4) -> bool:
+    """Is axis ``axis`` of ``x`` an Expand's broadcast axis, possibly through copies (marked as one)?"""
+    did = table.ids.get((x, axis))
+    if did in table.broadcast:
+        return True
+    producer = table.producers.get(x)
+    if did is None or depth == 0 or producer is None or producer.op not in COPIES or \
+            table.graph.shape(producer.input(0)) != table.graph.shape(x):
+        return False
+    if _broadcast_copy(table, producer.input(0), axis, depth - 1):
+        table.broadcast.add(did)
+        return True
+    return False
 
 
 RESHAPE_INERT = (0, -1)  # "copy the input's size" and "whatever is left" follow a prune by themselves
