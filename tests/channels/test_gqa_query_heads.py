@@ -21,26 +21,36 @@ R = HEADS // KV
 C = HEADS * D
 
 
-def _gqa(order="interleave"):
+def _gqa(order="interleave", fused=False):
     """q [1,N,H,D]; k, v [1,N,KV,D] repeated to H heads; softmax(q·kᵀ)·v; output MatMul.
 
     ``order="tile"`` repeats the kv heads as a whole (``[R, KV]`` merged: head h reads kv h % KV),
-    a layout the query-head factor does not cover.
+    a layout the query-head factor does not cover. ``fused`` computes q, k, v with one MatMul
+    split three ways (Phi-3's ``qkv_proj``) and copies the repeated heads (an Identity, torch's
+    ``clone``) before merging them.
     """
     b = Builder()
     x = b.input([1, N, C])
-    q = b.op("MatMul", x, b.weight(C, C, name="q_w"), name="q")
-    q = b.op("Transpose", b.op("Reshape", q, b.ints([1, N, HEADS, D]), name="q_heads"), perm=[0, 2, 1, 3])
+    if fused:
+        qkv = b.op("MatMul", x, b.weight(C, C + 2 * KV * D, name="qkv_w"), name="qkv")
+        projected = dict(zip("qkv", b.op("Split", qkv, b.ints([C, KV * D, KV * D]), axis=2, outputs=3)))
+    else:
+        projected = {"q": b.op("MatMul", x, b.weight(C, C, name="q_w"), name="q")}
+        projected.update({p: b.op("MatMul", x, b.weight(C, KV * D, name=f"{p}_w"), name=p) for p in "kv"})
+    q = b.op("Transpose", b.op("Reshape", projected["q"], b.ints([1, N, HEADS, D]), name="q_heads"),
+             perm=[0, 2, 1, 3])
     heads = {}
     for p in "kv":
-        h = b.op("MatMul", x, b.weight(C, KV * D, name=f"{p}_w"), name=p)
-        h = b.op("Transpose", b.op("Reshape", h, b.ints([1, N, KV, D]), name=f"{p}_heads"), perm=[0, 2, 1, 3])
+        h = b.op("Transpose", b.op("Reshape", projected[p], b.ints([1, N, KV, D]), name=f"{p}_heads"),
+                 perm=[0, 2, 1, 3])
         if order == "interleave":  # [1, KV, 1, N, D] -> [1, KV, R, N, D]
             h = b.op("Unsqueeze", h, b.ints([2]))
             h = b.op("Expand", h, b.ints([1, 1, R, 1, 1]), name=f"{p}_expand")
         else:  # [1, 1, KV, N, D] -> [1, R, KV, N, D]
             h = b.op("Unsqueeze", h, b.ints([1]))
             h = b.op("Expand", h, b.ints([1, R, 1, 1, 1]), name=f"{p}_expand")
+        if fused:
+            h = b.op("Identity", h)
         heads[p] = b.op("Reshape", h, b.ints([1, HEADS, N, D]), name=f"{p}_merge")
     scores = b.op("MatMul", q, b.op("Transpose", heads["k"], perm=[0, 1, 3, 2]), name="scores")
     attn = b.op("Softmax", b.op("Mul", scores, b.const(np.float32(D ** -0.5))), axis=-1)
@@ -127,3 +137,37 @@ def test_unknown_mode_is_refused():
     with pytest.raises(graphprune.GraphpruneError, match="gqa_heads"):
         with gqa_heads("heads"):
             pass
+
+
+def test_fused_qkv_projection_loses_only_query_rows():
+    """One ``[C, (H + 2·KV)·D]`` projection: its query rows follow the query heads, its kv rows stay."""
+    model = _gqa(fused=True)
+    with gqa_heads("query"):
+        result = prune_ok(model, ratio=0.5)
+    rows = kept(result, "qkv_w", 1)
+    heads = _heads([f for f in rows if f < C])
+    assert len(heads) == KV * R // 2
+    assert [h % R for h in heads if h < R] == [h % R for h in heads if h >= R]
+    assert [f for f in rows if f >= C] == list(range(C, C + 2 * KV * D))  # every k and v row kept
+    assert kept(result, "o_w", 0) == [f for f in rows if f < C]
+    assert input_value(result.model, "k_expand", 1).tolist() == [1, 1, R // 2, 1, 1]
+    _runs(result)
+
+
+def test_llama_export_with_external_data(tmp_path):
+    """The LLaMA-style export of ``models/llama_onnx`` (8 query heads over 2 kv heads, 2 layers)."""
+    from graphprune.models.llama_onnx import SHAPES, build
+
+    path = build(SHAPES["tiny"], str(tmp_path / "llama.onnx"), dtype="fp32")
+    with gqa_heads("query"):
+        result = graphprune.prune(path, ratio=0.25, exact=True)
+    assert result.verification.status == "exact", result.verification.message
+    for layer in range(2):
+        p = f"model.layers.{layer}.self_attn."
+        heads = sorted({f // 32 for f in kept(result, p + "q_proj.weight", 1)})
+        assert len(heads) == 6 and [h % 4 for h in heads[:3]] == [h % 4 for h in heads[3:]]
+        assert p + "k_proj.weight" not in result.report["initializers"]
+    graphprune.save(result.model, str(tmp_path / "pruned.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "pruned.onnx"))
+    (logits,) = session.run(None, {"input_ids": np.random.default_rng(0).integers(0, 1000, (2, 7))})
+    assert logits.shape == (2, 7, 1000) and np.isfinite(logits).all()
