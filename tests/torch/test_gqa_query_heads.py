@@ -122,3 +122,21 @@ def test_sdpa_enable_gqa_prunes_query_heads_inside_groups(mode, kv_kept, q_kept)
     assert kept(result, "proj.weight", 1) == kept(result, "q.weight", 0)
     with torch.no_grad():
         assert result.model(torch.randn(3, 7, 16)).shape == (3, 7, 16)
+
+
+def test_phi3_fused_qkv_keeps_its_key_and_value_rows():
+    """Phi-3 slices q, k and v out of one ``qkv_proj``: only its query rows lose heads."""
+    torch.manual_seed(0)
+    config = transformers.Phi3Config(hidden_size=64, num_attention_heads=8, num_key_value_heads=2,
+                                     intermediate_size=64, num_hidden_layers=1, vocab_size=100,
+                                     max_position_embeddings=64, use_cache=False, pad_token_id=0)
+    model, x = transformers.Phi3ForCausalLM(config).eval(), torch.randint(0, 100, (1, 8))
+    with gqa_heads("query"):
+        result = graphprune.prune(model, 0.5, example_inputs=(x,), exact=True)
+    assert result.verification.status == "exact", result.verification
+    rows = kept(result, "model.layers.0.self_attn.qkv_proj.weight", 0)
+    q = heads_of([i for i in rows if i < 64], 8)
+    assert len(q) == 4 and [h % 4 for h in q[:2]] == [h % 4 for h in q[2:]]
+    assert [i for i in rows if i >= 64] == list(range(64, 96))  # k and v rows of both kv heads
+    with torch.no_grad():
+        assert result.model(torch.randint(0, 100, (2, 8))).logits.shape == (2, 8, 100)
