@@ -48,12 +48,13 @@ def _zero_slices(analysis, group, tensor: str, axis: int) -> np.ndarray:
     """
     w = analysis.graph.constants[tensor]
     dense = bool(w.all())
-    release(w)
     if dense:
+        release(w)  # a mapped weight's pages leave memory once read
         return np.zeros(group.size, dtype=bool)
     did = analysis.table.ids[(tensor, axis)]
     others = tuple(a for a in range(w.ndim) if a != axis)
     nonzero = np.any(w, axis=others) if others else w != 0
+    release(w)
     per_channel = np.bincount(group.channels[did], weights=nonzero, minlength=group.size)
     return per_channel == 0
 
