@@ -49,6 +49,8 @@ def pinned_parameter_groups(analysis: ChannelAnalysis) -> list[dict]:
 
 def build_report(plan, sliced, params, macs, verification, settings) -> dict:
     analysis = plan.analysis
+    if analysis.table.gqa_heads != "kv":  # how grouped-query attention was analysed (gqa_heads)
+        settings = {**settings, "gqa_heads": analysis.table.gqa_heads}
     return {
         "initializers": {name: {str(axis): [int(i) for i in kept] for axis, kept in sorted(axes.items())}
                          for name, axes in sliced.items()},

@@ -53,7 +53,13 @@ def gqa_heads(mode: str):
 
     ``"kv"`` (default) removes whole key/value groups; ``"query"`` keeps every
     key/value head and removes the same query heads inside every group;
-    ``"both"`` offers both groups to the selection.
+    ``"both"`` offers both groups to the selection (with a local ratio *r* each
+    loses its share, so about ``(1 - r)²`` of the query heads stay).
+
+    Example::
+
+        with graphprune.channels.gqa_heads("query"):
+            result = graphprune.prune(model, 0.25, example_inputs=ids)
     """
     token = _GQA_HEADS.set(_check_mode(mode))
     try:

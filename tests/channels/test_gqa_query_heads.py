@@ -94,6 +94,7 @@ def test_query_mode_removes_the_same_query_heads_in_every_kv_group():
         assert input_value(result.model, f"{p}_merge", 1).tolist() == [1, HEADS - KV, N, D]
     assert input_value(result.model, "q_heads", 1).tolist() == [1, N, HEADS - KV, D]
     assert {g["id"]: g.get("within") for g in result.report["groups"]}[inner.id] == outer.id
+    assert result.report["settings"]["gqa_heads"] == "query"
     _runs(result)
 
 
