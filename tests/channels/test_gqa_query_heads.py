@@ -172,3 +172,21 @@ def test_llama_export_with_external_data(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "pruned.onnx"))
     (logits,) = session.run(None, {"input_ids": np.random.default_rng(0).integers(0, 1000, (2, 7))})
     assert logits.shape == (2, 7, 1000) and np.isfinite(logits).all()
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
+def test_hugging_face_exports_with_dynamic_axes(name, exporter):
+    """torch.onnx exports of Hugging Face GQA decoders (8 query / 2 kv heads, run-time shape vectors)."""
+    from graphprune.models.dynamic import export_dynamic
+
+    try:
+        path = export_dynamic(name, exporter)
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    with gqa_heads("query"):
+        result = graphprune.prune(str(path), ratio=0.5, exact=True)
+    assert result.verification.status == "exact", result.verification.message
+    inner = [g for g in result.report["groups"] if "within" in g]
+    assert [(g["channels"], g["removed"]) for g in inner] == [(4, 2), (4, 2)]  # 2 layers
