@@ -58,6 +58,10 @@ def factor_groups(analysis: ChannelAnalysis) -> None:
         gid = int(analysis.group_of[c.a])
         if gid in couplings:
             couplings[gid].append(i)
+    for did in table.broadcast:  # first, so that no proof rests on a group pinned afterwards
+        group = analysis.groups[analysis.group_of[did]]
+        if group.id not in by_inner and group.pinned is None:
+            group.pinned = f"{table.label(did)} is an Expand's broadcast axis, not a query-head factor"
     proved: set[int] = set()
     for gid, factors in by_inner.items():
         group = analysis.groups[gid]
@@ -66,10 +70,6 @@ def factor_groups(analysis: ChannelAnalysis) -> None:
             proved.add(gid)
         else:
             group.pinned = f"query heads inside kv groups: {reason}"
-    for did in table.broadcast:
-        group = analysis.groups[analysis.group_of[did]]
-        if group.id not in proved and group.pinned is None:
-            group.pinned = f"{table.label(did)} is an Expand's broadcast axis, not a query-head factor"
     if table.gqa_heads == "query":
         for gid in proved:
             outer = analysis.groups[analysis.groups[gid].within]
