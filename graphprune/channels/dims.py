@@ -114,6 +114,7 @@ class DimTable:
         self.gqa_heads = "kv"  # "kv" | "query" | "both": see groups.GQA_MODES
         self.broadcast: set[int] = set()  # Expand output axes made from a size-1 axis (mapped only under gqa_heads)
         self.factors: list[Factor] = []
+        self.single_kv: set[int] = set()  # broadcast axes of one kv head repeated for every query head
         self.producers = graph.producers()  # the graph does not change during analysis
         self.consumers = graph.consumers()
 

@@ -29,7 +29,11 @@ stays pinned with the reason:
   keeping any kv heads and any ``r`` never empties a dim;
 * the broadcast axes are coupled to nothing but each other.
 
-Any Expand broadcast axis that is not part of a proved factor is pinned.
+With a single key/value head (multi-query attention, ``[1, R] → R``) the
+query heads and the broadcast axes they are merged from are one ordinary
+group: removing query head ``r`` keeps ``R - 1`` copies of the kv head.
+
+Any other Expand broadcast axis is pinned.
 """
 
 from __future__ import annotations
@@ -58,8 +62,11 @@ def factor_groups(analysis: ChannelAnalysis) -> None:
         gid = int(analysis.group_of[c.a])
         if gid in couplings:
             couplings[gid].append(i)
+    single = {int(analysis.group_of[d]) for d in table.single_kv}
     for did in table.broadcast:  # first, so that no proof rests on a group pinned afterwards
         group = analysis.groups[analysis.group_of[did]]
+        if group.id in single and did in table.single_kv:
+            continue  # the query heads of one kv head (multi-query attention): an ordinary group
         if group.id not in by_inner and group.pinned is None:
             group.pinned = f"{table.label(did)} is an Expand's broadcast axis, not a query-head factor"
     proved: set[int] = set()

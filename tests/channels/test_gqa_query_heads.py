@@ -21,34 +21,35 @@ R = HEADS // KV
 C = HEADS * D
 
 
-def _gqa(order="interleave", fused=False):
+def _gqa(order="interleave", fused=False, kv=KV):
     """q [1,N,H,D]; k, v [1,N,KV,D] repeated to H heads; softmax(q·kᵀ)·v; output MatMul.
 
     ``order="tile"`` repeats the kv heads as a whole (``[R, KV]`` merged: head h reads kv h % KV),
     a layout the query-head factor does not cover. ``fused`` computes q, k, v with one MatMul
     split three ways (Phi-3's ``qkv_proj``) and copies the repeated heads (an Identity, torch's
-    ``clone``) before merging them.
+    ``clone``) before merging them. ``kv=1`` is multi-query attention.
     """
     b = Builder()
+    r = HEADS // kv
     x = b.input([1, N, C])
     if fused:
         qkv = b.op("MatMul", x, b.weight(C, C + 2 * KV * D, name="qkv_w"), name="qkv")
         projected = dict(zip("qkv", b.op("Split", qkv, b.ints([C, KV * D, KV * D]), axis=2, outputs=3)))
     else:
         projected = {"q": b.op("MatMul", x, b.weight(C, C, name="q_w"), name="q")}
-        projected.update({p: b.op("MatMul", x, b.weight(C, KV * D, name=f"{p}_w"), name=p) for p in "kv"})
+        projected.update({p: b.op("MatMul", x, b.weight(C, kv * D, name=f"{p}_w"), name=p) for p in "kv"})
     q = b.op("Transpose", b.op("Reshape", projected["q"], b.ints([1, N, HEADS, D]), name="q_heads"),
              perm=[0, 2, 1, 3])
     heads = {}
     for p in "kv":
-        h = b.op("Transpose", b.op("Reshape", projected[p], b.ints([1, N, KV, D]), name=f"{p}_heads"),
+        h = b.op("Transpose", b.op("Reshape", projected[p], b.ints([1, N, kv, D]), name=f"{p}_heads"),
                  perm=[0, 2, 1, 3])
         if order == "interleave":  # [1, KV, 1, N, D] -> [1, KV, R, N, D]
             h = b.op("Unsqueeze", h, b.ints([2]))
-            h = b.op("Expand", h, b.ints([1, 1, R, 1, 1]), name=f"{p}_expand")
+            h = b.op("Expand", h, b.ints([1, 1, r, 1, 1]), name=f"{p}_expand")
         else:  # [1, 1, KV, N, D] -> [1, R, KV, N, D]
             h = b.op("Unsqueeze", h, b.ints([1]))
-            h = b.op("Expand", h, b.ints([1, R, 1, 1, 1]), name=f"{p}_expand")
+            h = b.op("Expand", h, b.ints([1, r, 1, 1, 1]), name=f"{p}_expand")
         if fused:
             h = b.op("Identity", h)
         heads[p] = b.op("Reshape", h, b.ints([1, HEADS, N, D]), name=f"{p}_merge")
@@ -190,3 +191,17 @@ def test_hugging_face_exports_with_dynamic_axes(name, exporter):
     assert result.verification.status == "exact", result.verification.message
     inner = [g for g in result.report["groups"] if "within" in g]
     assert [(g["channels"], g["removed"]) for g in inner] == [(4, 2), (4, 2)]  # 2 layers
+
+
+def test_multi_query_attention_loses_query_heads_of_its_one_kv_head():
+    """One kv head for all 8 query heads: nothing can go by kv groups, query heads can."""
+    model = _gqa(kv=1)
+    assert "q_w" not in graphprune.prune(model, ratio=0.5).report["initializers"]  # default
+    with gqa_heads("query"):
+        result = prune_ok(model, ratio=0.5)
+    assert len(_heads(kept(result, "q_w", 1))) == HEADS // 2
+    assert kept(result, "o_w", 0) == kept(result, "q_w", 1)
+    assert "k_w" not in result.report["initializers"]
+    assert input_value(result.model, "k_expand", 1).tolist() == [1, 1, HEADS // 2, 1, 1]
+    assert input_value(result.model, "v_merge", 1).tolist() == [1, HEADS // 2, N, D]
+    _runs(result)

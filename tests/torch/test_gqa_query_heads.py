@@ -81,6 +81,18 @@ def test_llama_loses_query_heads_inside_every_kv_group(heads, kv_heads, hidden, 
         torch.testing.assert_close(reloaded(other).logits, logits, rtol=1e-4, atol=1e-5)
 
 
+def test_llama_with_one_kv_head_loses_query_heads():
+    """Multi-query attention: one kv head, so kv groups cannot go at all; query heads can."""
+    model, x = llama(4, 1, 64, "eager")
+    with gqa_heads("query"):
+        result = graphprune.prune(model, 0.5, example_inputs=(x,), exact=True)
+    assert result.verification.status == "exact", result.verification
+    assert len(heads_of(kept(result, "model.layers.0.self_attn.q_proj.weight", 0))) == 2
+    assert model.config.num_attention_heads == 2 and model.model.layers[0].self_attn.num_key_value_groups == 2
+    with torch.no_grad():
+        assert model(torch.randint(0, 100, (2, 5))).logits.shape == (2, 5, 100)
+
+
 def test_default_prunes_nothing_below_a_whole_kv_group():
     model, x = llama(8, 2, 96, "eager")
     result = graphprune.prune(model, 0.25, example_inputs=(x,), exact=True)

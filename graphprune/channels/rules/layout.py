@@ -303,6 +303,7 @@ def couple_reshape(ctx, x: str, y: str) -> None:
         gb = [b for b in gb if sy[b] != 1]
         if len(ga) == 1 and len(gb) == 1:
             ctx.same(ctx.dim(x, ga[0]), ctx.dim(y, gb[0]))
+            _single_kv(ctx, x, ga[0], y)
         elif len(ga) == 1 and gb:
             _tie(ctx, x, ga[0], y, gb, [sy[b] for b in gb])
         elif len(gb) == 1 and ga:
@@ -326,19 +327,38 @@ def _factor(ctx, x: str, axes: list[int], y: str, flat_axis: int) -> bool:
 COPIES = ("Identity", "Cast")  # ops between the Expand and the merge that keep every element (clone, contiguous)
 
 
-def _broadcast_copy(table, x: str, axis: int, depth: int = 4) -> bool:
-    """Is axis ``axis`` of ``x`` an Expand's broadcast axis, possibly through copies (marked as one)?"""
+def _broadcast_chain(table, x: str, axis: int, depth: int = 4) -> list[int] | None:
+    """The dims from axis ``axis`` of ``x`` back to an Expand's broadcast axis through copies
+    (each marked as broadcast), or None when it is not one."""
     did = table.ids.get((x, axis))
     if did in table.broadcast:
-        return True
+        return [did]
     producer = table.producers.get(x)
     if did is None or depth == 0 or producer is None or producer.op not in COPIES or \
             table.graph.shape(producer.input(0)) != table.graph.shape(x):
-        return False
-    if _broadcast_copy(table, producer.input(0), axis, depth - 1):
-        table.broadcast.add(did)
-        return True
-    return False
+        return None
+    chain = _broadcast_chain(table, producer.input(0), axis, depth - 1)
+    if chain is None:
+        return None
+    table.broadcast.add(did)
+    return [did, *chain]
+
+
+def _broadcast_copy(table, x: str, axis: int) -> bool:
+    return _broadcast_chain(table, x, axis) is not None
+
+
+def _single_kv(ctx, x: str, axis: int, y: str) -> None:
+    """``[1, R] → R`` with ``R`` an Expand's broadcast axis: one key/value head repeated for
+    ``R`` query heads (multi-query attention). The query heads and the copies are one group;
+    its broadcast axes are marked so :func:`..factors.factor_groups` leaves it prunable."""
+    table = ctx.table
+    sx = ctx.shape(x)
+    if table.gqa_heads == "kv" or axis == 0 or sx[axis - 1] != 1 or ctx.rank(y) != len(sx) - 1:
+        return
+    chain = _broadcast_chain(table, x, axis)
+    if chain is not None:
+        table.single_kv.update(chain)
 
 
 RESHAPE_INERT = (0, -1)  # "copy the input's size" and "whatever is left" follow a prune by themselves
