@@ -64,7 +64,7 @@ def _broadcast_axes(ctx, x: str, y: str) -> None:
     sharing a key/value head) are left free for a Reshape that merges them as the inner
     factor of a head axis (:meth:`RuleContext.factor`). Every element of such an axis is the
     same copy, so keeping fewer of them only needs a smaller target entry; an axis that does
-    not end up as a validated factor is pinned (:func:`..groups.factor_groups`)."""
+    not end up as a proved factor is pinned (:func:`..factors.factor_groups`)."""
     sx, sy = ctx.shape(x), ctx.shape(y)
     lead = len(sy) - len(sx)
     for axis, size in enumerate(sy):
