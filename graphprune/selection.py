@@ -56,9 +56,9 @@ class Plan:
             inside = channels >= 0
             elements[inside] = mask[channels[inside]]
             gone = elements if gone is None else gone | elements
-        if gone is None or not gone.any():
+        if gone is None:  # no group of this dim loses a channel
             return None
-        return np.flatnonzero(~gone)
+        return np.flatnonzero(~gone)  # all indices when this dim's part of the groups is intact
 
     def changed_dims(self) -> list[int]:
         dims: dict[int, None] = {}
