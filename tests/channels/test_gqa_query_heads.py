@@ -7,7 +7,6 @@ head and removes the same query heads in each group, ``"both"`` offers both.
 """
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
