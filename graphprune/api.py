@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from .budget import budget_from
 from .calibration import calibration_report, load_npz, split_held_out, take
 from .latency import macs_for_latency
 from .channels import ChannelAnalysis, analyse
+from .channels import gqa_heads as gqa_heads_mode
 from .emit.onnx import save_onnx, to_onnx
 from .errors import InputError, VerificationError
 from .frontends.onnx import load_onnx, read_model
@@ -57,18 +59,30 @@ def save(model, path: str | os.PathLike, external_data: bool | None = None):
         return save_onnx(model, path, external_data)
 
 
+def _gqa_mode(fn):
+    """Decorator: the call analyses grouped-query attention as its keyword ``gqa_heads``
+    (see :func:`graphprune.channels.gqa_heads`)."""
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        with gqa_heads_mode(kwargs.get("gqa_heads", "kv")):
+            return fn(*args, **kwargs)
+    return inner
+
+
 @reporting
-def inspect(model, input_shapes: dict | None = None, *, progress=None) -> dict:
+@_gqa_mode
+def inspect(model, input_shapes: dict | None = None, *, progress=None, gqa_heads: str = "kv") -> dict:
     """Channel groups (prunable and pinned, with reasons), params and MACs per layer.
 
     MACs are counted at ``input_shapes`` where inputs have dynamic axes (else at
     the first shape the oracle would try); ``macs_at`` says which. ``progress``:
     see :mod:`graphprune.progress` (silent by default).
     """
-    return inspect_analysis(model, input_shapes)[0]
+    return inspect_analysis(model, input_shapes, gqa_heads=gqa_heads)[0]
 
 
-def inspect_analysis(model, input_shapes: dict | None = None) -> tuple[dict, ChannelAnalysis]:
+@_gqa_mode
+def inspect_analysis(model, input_shapes: dict | None = None, *, gqa_heads: str = "kv") -> tuple[dict, ChannelAnalysis]:
     """:func:`inspect`'s dict and the channel analysis it came from (for reports that show
     which tensors each group couples)."""
     with progress_step("load + shape inference"):
@@ -85,6 +99,7 @@ def inspect_analysis(model, input_shapes: dict | None = None) -> tuple[dict, Cha
 
 
 @reporting
+@_gqa_mode
 def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranking: bool = False,
           round_to: int = 1, keep: str | None = None, verify: bool = True,
           max_group_ratio: float = 0.9, tolerance: float = 1e-4, plan=None,
@@ -92,7 +107,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
           calibration=None, calibration_samples: int | None = None, repair: str = "auto",
           recalibrate_bn: bool | None = None, target_macs: float | None = None,
           target_params: float | None = None, target_latency: float | None = None, rotate: bool = False,
-          *, progress=None):
+          *, progress=None, gqa_heads: str = "kv"):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -154,6 +169,10 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
             to leave the function unchanged, reported in ``report["rotation"]``.
             Hidden-size pruning then removes low-energy directions. Tied
             input/output embeddings are untied (the LM head gets a copy).
+        gqa_heads: how grouped-query attention is pruned: ``"kv"`` (default)
+            removes whole key/value groups (a kv head with its query heads);
+            ``"query"`` keeps every kv head and removes the same query heads
+            inside every kv group; ``"both"`` offers both.
         progress: who hears about the long steps (load, shape inference,
             grouping, importance, calibration, emission, verification): None
             keeps the current reporter (silent unless the CLI installed one),

@@ -126,7 +126,7 @@ def cmd_prune(args) -> int:
                            input_shapes=_input_shapes(args), calibration=args.calibration,
                            calibration_samples=args.calibration_samples, repair=args.repair,
                            target_macs=args.target_macs, target_params=args.target_params,
-                           target_latency=args.target_latency)
+                           target_latency=args.target_latency, gqa_heads=args.gqa_heads)
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
@@ -218,7 +218,7 @@ def _write_pictures(pictures: list[tuple[Path, bytes]]) -> None:
 def cmd_inspect(args) -> int:
     src = Path(args.input)
     _check_pictures(args, src)
-    info, analysis = _api().inspect_analysis(src, input_shapes=_input_shapes(args))
+    info, analysis = _api().inspect_analysis(src, input_shapes=_input_shapes(args), gqa_heads=args.gqa_heads)
     if args.plot or args.html:
         pictures = _pictures(args, info, None, analysis, f"{src.name}: inspect")
         with signals.deferred():
@@ -345,6 +345,13 @@ INPUT_SHAPE_HELP = ("size of an input with dynamic axes, e.g. input_ids=1x128 or
                     "(repeatable); verification runs at it first and MACs are counted at it")
 
 
+GQA_HEADS_OPTION = dict(
+    choices=("kv", "query", "both"), default="kv",
+    help="grouped-query attention: 'kv' removes whole key/value groups (a kv head with its query "
+         "heads; default), 'query' keeps every kv head and removes the same query heads inside "
+         "every kv group, 'both' offers both")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphprune",
@@ -402,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prune only groups the oracle checks exactly: keep those normalised by a "
                         "LayerNorm/RMSNorm (a transformer's hidden size), which are otherwise pruned "
                         "and verified as approximate")
+    p.add_argument("--gqa-heads", **GQA_HEADS_OPTION)
     p.add_argument("--report", metavar="FILE.json", help="write kept indices, params, MACs, groups, verification")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime oracle check")
     p.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the input file")
@@ -415,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show the channel groups of a model: which are prunable, which "
                                    "are pinned and why, and params/MACs per layer.")
     p.add_argument("input", help="input .onnx model")
+    p.add_argument("--gqa-heads", **GQA_HEADS_OPTION)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help=INPUT_SHAPE_HELP)
     p.add_argument("--plot", metavar="FILE.png", help=PLOT_HELP)

@@ -101,3 +101,30 @@ def test_plan_replay_and_exclusive_options(model, tmp_path):
     assert code == 2 and "exactly one of --ratio" in stderr
     code, _, stderr = run("prune", model, "-o", tmp_path / "c.onnx", "--plan", tmp_path / "missing.json")
     assert code == 2 and "no such plan file" in stderr
+
+
+def test_gqa_heads_query_keeps_every_kv_head(tmp_path):
+    from graphprune.models.llama_onnx import SHAPES, build
+
+    shape = SHAPES["tiny"]  # 8 query heads over 2 kv heads, head_dim 32
+    src = build(shape, str(tmp_path / "llama.onnx"), dtype="fp32")
+    head_dim, group = shape.hidden // shape.heads, shape.heads // shape.kv_heads
+    for mode in ("kv", "query"):
+        report = tmp_path / f"{mode}.json"
+        code, out, err = run("prune", src, "-o", tmp_path / f"{mode}.onnx", "--ratio", "0.25", "--exact",
+                             "--gqa-heads", mode, "--report", report)
+        assert code == 0, err
+        data = json.loads(report.read_text())
+        assert data["verification"]["status"] == "exact"
+        sliced = data["initializers"]
+        kv_pruned = any("k_proj" in name or "v_proj" in name for name in sliced)
+        if mode == "kv":  # one of two kv groups is half the heads: 0.25 of 2 rounds to none
+            assert not any("q_proj" in name for name in sliced) and not kv_pruned
+            continue
+        assert not kv_pruned
+        kept_heads = sorted({i // head_dim for i in sliced["model.layers.0.self_attn.q_proj.weight"]["1"]})
+        assert len(kept_heads) == shape.heads - shape.kv_heads  # one query head gone per kv group
+        inner = [{h % group for h in kept_heads if h // group == kv} for kv in range(shape.kv_heads)]
+        assert all(s == inner[0] for s in inner)  # the same heads inside every kv group
+    code, _, err = run("prune", src, "-o", tmp_path / "x.onnx", "--ratio", "0.25", "--gqa-heads", "rows")
+    assert code == 2 and "--gqa-heads" in err
