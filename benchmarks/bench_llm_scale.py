@@ -44,7 +44,15 @@ def _timed(command: list[str]) -> dict:
         text = open(log.name).read()
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     return {"seconds": round(wall, 1), "peak_rss_gb": round(int(rss.group(1)) / 1e6, 2) if rss else None,
-            "exit": proc.returncode, "error": proc.stderr.strip().splitlines()[-1][:160] if proc.returncode else ""}
+            "exit": proc.returncode, "error": _why(proc) if proc.returncode else ""}
+
+
+def _why(proc) -> str:
+    """The last line of a failed step's stderr, or the signal that ended it (the OOM killer's SIGKILL)."""
+    lines = proc.stderr.strip().splitlines()
+    if lines:
+        return lines[-1][:160]
+    return f"killed by signal {-proc.returncode}" if proc.returncode < 0 else "no message"
 
 
 RUN_IN_ORT = """
