@@ -71,33 +71,49 @@ def plan_from_kept(analysis: ChannelAnalysis, kept: dict[str, dict[int, np.ndarr
             if did is None:
                 raise PlanError(f"plan names '{name}' axis {axis}, which this model has no channel axis for")
             matched += 1
-            group = analysis.groups[analysis.group_of[did]]
             size = table.sizes[did]
             if indices.size and (indices.min() < 0 or indices.max() >= size or np.any(np.diff(indices) <= 0)):
                 raise PlanError(f"kept indices of '{name}' axis {axis} must be ascending and in [0, {size})")
-            if group.pinned is not None:
-                raise PlanError(f"plan prunes '{name}' axis {axis}, but its group is pinned: {group.pinned}")
-            removed = _removed_channels(group, did, indices, name, axis)
-            if group.id in plan.removed:
-                if not np.array_equal(plan.removed[group.id], removed):
-                    raise PlanError(f"kept indices of '{name}' axis {axis} disagree with the rest of its group")
-            else:
-                plan.removed[group.id] = removed
+            for group, removed in _removed_channels(analysis, did, indices, name, axis):
+                if group.id in plan.removed:
+                    if not np.array_equal(plan.removed[group.id], removed):
+                        raise PlanError(f"kept indices of '{name}' axis {axis} disagree with the rest of its group")
+                else:
+                    plan.removed[group.id] = removed
     if kept and not matched:
         raise PlanError(f"the plan names none of this model's parameters (first: '{next(iter(kept))}'); "
                         "was it made on another model?")
     return plan
 
 
-def _removed_channels(group, did, indices, name, axis) -> np.ndarray:
-    channels = group.channels[did]
-    kept_elements = np.zeros(len(channels), dtype=bool)
+def _removed_channels(analysis, did, indices, name, axis) -> list:
+    """``[(group, removed channels)]`` for every group dim ``did`` belongs to: its own and, on the
+    query side of grouped-query attention, the inner-factor group (``analysis.factor_of``).
+
+    A channel is removed when none of its elements is kept; the kept indices must be exactly
+    the elements whose every group keeps their channel (no channel split, nothing pinned lost).
+    """
+    own = analysis.groups[analysis.group_of[did]]
+    memberships = [(own, own.channels.get(did))] + [(analysis.groups[gid], channels)
+                                                    for gid, channels in analysis.factor_of.get(did, ())]
+    kept_elements = np.zeros(analysis.table.sizes[did], dtype=bool)
     kept_elements[indices] = True
-    kept_count = np.bincount(channels, weights=kept_elements, minlength=group.size)
-    total = np.bincount(channels, minlength=group.size)
-    present = total > 0
-    if np.any(present & (kept_count != 0) & (kept_count != total)):
-        raise PlanError(f"kept indices of '{name}' axis {axis} split channels that must be removed together")
-    removed = np.zeros(group.size, dtype=bool)
-    removed[present & (kept_count == 0)] = True
-    return removed
+    gone = np.zeros_like(kept_elements)
+    pinned = None
+    out = []
+    for group, channels in memberships:
+        if group.pinned is not None:  # loses nothing: whatever goes must go through another group
+            pinned = pinned or group.pinned
+            continue
+        inside = channels >= 0
+        kept_count = np.bincount(channels[inside], weights=kept_elements[inside], minlength=group.size)
+        present = np.bincount(channels[inside], minlength=group.size) > 0
+        removed = present & (kept_count == 0)
+        gone[inside] |= removed[channels[inside]]
+        out.append((group, removed))
+    if np.any(gone == kept_elements):
+        if pinned is not None and not out:
+            raise PlanError(f"plan prunes '{name}' axis {axis}, but its group is pinned: {pinned}")
+        raise PlanError(f"kept indices of '{name}' axis {axis} split channels that must be removed together"
+                        + (f" (or remove channels of a pinned group: {pinned})" if pinned else ""))
+    return out

@@ -126,5 +126,10 @@ def test_gqa_heads_query_keeps_every_kv_head(tmp_path):
         assert len(kept_heads) == shape.heads - shape.kv_heads  # one query head gone per kv group
         inner = [{h % group for h in kept_heads if h // group == kv} for kv in range(shape.kv_heads)]
         assert all(s == inner[0] for s in inner)  # the same heads inside every kv group
+        replayed = tmp_path / "replayed.json"
+        code, _, err = run("prune", src, "-o", tmp_path / "replayed.onnx", "--plan", report, "--exact",
+                           "--gqa-heads", mode, "--report", replayed)
+        assert code == 0, err
+        assert json.loads(replayed.read_text())["initializers"] == sliced
     code, _, err = run("prune", src, "-o", tmp_path / "x.onnx", "--ratio", "0.25", "--gqa-heads", "rows")
     assert code == 2 and "--gqa-heads" in err
