@@ -211,13 +211,14 @@ class RegionSession:
         sub = helper.make_model(graph, opset_imports=list(self.model.opset_import))
         sub.ir_version = self.model.ir_version
         sub.functions.extend(self.model.functions)
+        arrays: dict = {}
         if self.widen:
-            sub = as_float64(sub, self.widen)
+            sub = as_float64(sub, self.widen, widened=arrays)
         options = _copy_options(self.options)
         options.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of weights
         options.enable_cpu_mem_arena = False  # buffers go back to the allocator with the session
-        arrays = {t.name: tensor_array(t) for t in sub.graph.initializer
-                  if t.data_location == TensorProto.EXTERNAL}
+        arrays.update({t.name: tensor_array(t) for t in sub.graph.initializer
+                       if t.data_location == TensorProto.EXTERNAL and t.name not in arrays})
         external = ort_values(arrays)
         if external:
             options.add_external_initializers(list(external), list(external.values()))

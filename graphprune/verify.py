@@ -411,11 +411,15 @@ def widened_type(model: onnx.ModelProto) -> int:
     return TensorProto.FLOAT
 
 
-def as_float64(model: onnx.ModelProto, to: int | None = None) -> onnx.ModelProto:
+def as_float64(model: onnx.ModelProto, to: int | None = None, widened: dict | None = None) -> onnx.ModelProto:
     """A copy of ``model`` computing in float64 (or the wider float ``to``) wherever it computed
     in a narrower float (float32, float16, bfloat16): initializers, Constant/ConstantOfShape
     values, Cast targets and every declared tensor type (so a half-precision model's own
-    rounding can be measured too)."""
+    rounding can be measured too).
+
+    ``widened``: file-referenced initializers are not copied into the protobuf; their widened
+    arrays go into this dict (for ``add_external_initializers``) and the reference only
+    changes type — one copy of each weight instead of three (array, protobuf, runtime)."""
     from onnx import TensorProto, numpy_helper
 
     to = TensorProto.DOUBLE if to is None else to
@@ -427,8 +431,13 @@ def as_float64(model: onnx.ModelProto, to: int | None = None) -> onnx.ModelProto
     graph = out.graph
 
     def widen(t):
-        if t.data_type in narrow:
-            t.CopyFrom(numpy_helper.from_array(tensor_array(t).astype(wide), t.name))
+        if t.data_type not in narrow:
+            return
+        if widened is not None and t.data_location == TensorProto.EXTERNAL:
+            widened[t.name] = tensor_array(t).astype(wide)
+            t.data_type = to
+            return
+        t.CopyFrom(numpy_helper.from_array(tensor_array(t).astype(wide), t.name))
 
     for init in graph.initializer:
         widen(init)

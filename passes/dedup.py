@@ -51,6 +51,7 @@ from onnx import helper
 
 from graphprune.pipeline import Pass, register
 from graphprune.shape_folding import NONDETERMINISTIC, overridable_constants
+from graphprune.weights import release
 
 _DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
@@ -59,20 +60,25 @@ def _digest(value: np.ndarray) -> bytes:
     if value.dtype == object:  # strings: hash their text, not the pointers
         return hashlib.blake2b(repr(value.tolist()).encode(), digest_size=16).digest()
     flat = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
-    return hashlib.blake2b(flat, digest_size=16).digest()
+    digest = hashlib.blake2b(flat, digest_size=16).digest()
+    release(value)
+    return digest
 
 
 def _sample(value: np.ndarray) -> bytes:
-    """A cheap fingerprint: 64 evenly strided elements. Random weights differ here already."""
+    """A cheap fingerprint: 64 evenly strided elements. Random weights differ here already.
+    (A mapped weight's pages are released after: each strided read maps a window around it.)"""
     flat = value.reshape(-1)
     picked = flat[::max(1, flat.size // 64)][:64]
-    return repr(picked.tolist()).encode() if value.dtype == object else picked.tobytes()
+    out = repr(picked.tolist()).encode() if value.dtype == object else picked.tobytes()
+    release(value)
+    return out
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype == object:
         return a.shape == b.shape and a.tolist() == b.tolist()
-    return a.tobytes() == b.tobytes()
+    return a.shape == b.shape and np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
 
 
 def dedup_constants(graph) -> tuple[dict[str, str], int]:
