@@ -38,7 +38,7 @@ from onnx import TensorProto, helper
 from .progress import step
 
 REGION_BYTES = 1 << 27  # weight bytes per region session (after widening): 128 MB
-SESSION_BYTES = 1 << 29  # models with more weight bytes than this run region by region
+SESSION_BYTES = 1 << 30  # models with more weight bytes than this (once widened) run region by region
 
 ORT_TYPES = {"float": TensorProto.FLOAT, "double": TensorProto.DOUBLE, "float16": TensorProto.FLOAT16,
              "bfloat16": TensorProto.BFLOAT16, "int8": TensorProto.INT8, "uint8": TensorProto.UINT8,
