@@ -92,7 +92,17 @@ def needed_statistics(analysis: ChannelAnalysis) -> dict[tuple[str, int], int]:
     prunable = {g.id for g in analysis.prunable_groups()}
     table = analysis.table
     return {(c.tensor, c.axis): table.sizes[c.dim] for c in table.contractions
-            if analysis.group_of[c.dim] in prunable and isinstance(table.sizes[c.dim], int)}
+            if any(gid in prunable for gid, _ in _memberships(analysis, c.dim))
+            and isinstance(table.sizes[c.dim], int)}
+
+
+def _memberships(analysis: ChannelAnalysis, did: int) -> list[tuple[int, np.ndarray]]:
+    """``(group id, channel of each element, -1 outside)`` of every group dim ``did`` is in: its
+    own and, on the query side of grouped-query attention, the inner-factor group."""
+    own = int(analysis.group_of[did])
+    channels = analysis.groups[own].channels.get(did)
+    mine = [(own, channels)] if channels is not None else []
+    return mine + list(analysis.factor_of.get(did, ()))
 
 
 @stepped("importance (activations)")
@@ -105,18 +115,22 @@ def activation_importance(analysis: ChannelAnalysis, stats: dict[tuple[str, int]
     spreads: dict[tuple[str, int], np.ndarray] = {}  # one per input tensor: q, k and v share theirs
     prunable = {g.id: g for g in analysis.prunable_groups()}
     for c in table.contractions:
-        group = prunable.get(int(analysis.group_of[c.dim]))
+        groups = [(prunable[gid], channels) for gid, channels in _memberships(analysis, c.dim)
+                  if gid in prunable]
         found = contraction_weight(graph, producers, c)
         key = (c.tensor, c.axis)
         st = stats.get(key)
-        if group is None or found is None or st is None or st.count == 0:
+        if not groups or found is None or st is None or st.count == 0:
             continue
         name, in_axis, _ = found
         column_energy = _per_slice(graph.constants[name], in_axis, "l2")
         if key not in spreads:
             spreads[key] = _spread(st, criterion)
-        error = np.bincount(group.channels[c.dim], weights=column_energy * spreads[key], minlength=group.size)
-        errors[group.id] = errors[group.id] + error if group.id in errors else error
+        for group, channels in groups:
+            inside = channels >= 0
+            error = np.bincount(channels[inside], weights=(column_energy * spreads[key])[inside],
+                                minlength=group.size)
+            errors[group.id] = errors[group.id] + error if group.id in errors else error
     scores, fallbacks = {}, 0
     for gid, group in prunable.items():
         if errors.get(gid) is not None:

@@ -152,3 +152,17 @@ def test_phi3_fused_qkv_keeps_its_key_and_value_rows():
     assert [i for i in rows if i >= 64] == list(range(64, 96))  # k and v rows of both kv heads
     with torch.no_grad():
         assert result.model(torch.randint(0, 100, (2, 8))).logits.shape == (2, 8, 100)
+
+
+def test_calibrated_query_head_scores_come_from_activations():
+    """With calibration data the query-head group is ranked by its activations like every
+    other group (no fall-back to weight norms), through the gqa_heads= argument."""
+    model, x = llama(8, 2, 96, "eager")
+    batches = [torch.randint(0, 100, (2, 8)) for _ in range(4)]
+    kv = graphprune.prune(model, 0.25, example_inputs=(x,), exact=True, calibration=batches, repair="none")
+    model, x = llama(8, 2, 96, "eager")
+    query = graphprune.prune(model, 0.25, example_inputs=(x,), exact=True, calibration=batches, repair="none",
+                             gqa_heads="query")
+    assert query.verification.status == "exact"
+    assert query.report["torch"]["importance_fallbacks"] == kv.report["torch"]["importance_fallbacks"]
+    assert len(heads_of(kept(query, "model.layers.0.self_attn.q_proj.weight", 0))) == 6
