@@ -29,6 +29,7 @@ from onnx import helper, numpy_helper
 
 from .errors import InputError, shorten
 from .ort_types import ort_feeds, ort_values, readable
+from .progress import step
 from .weights import has_references, tensor_array
 
 
@@ -282,18 +283,21 @@ def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto, approximate:
         return Verification("failed", tolerance=tolerance,
                             message=f"onnxruntime cannot load the result: {shorten(str(exc), 200)}")
     plan = feed_plan(reference, input_shapes, examples)
-    runs = _run_reference(ref, plan, seed)
+    with step("oracle runs"):
+        runs = _run_reference(ref, plan, seed)
     ref_names = [o.name for o in ref.get_outputs()]
     cand_inputs = {i.name for i in cand.get_inputs()}
-    noise = 0.0 if approximate else _noise_floor(reference, internal, runs[0])
+    with step("oracle noise floor"):
+        noise = 0.0 if approximate else _noise_floor(reference, internal, runs[0])
     tolerance = max(tolerance, NOISE_MARGIN * noise)
     result = Verification("approximate" if approximate else "exact", tolerance=tolerance,
                           shapes=[{k: list(v) for k, v in shapes.items()} for shapes, _, _ in runs],
                           noise_floor=noise, regions=_region_count(ref, ref_names))
     for shapes, feeds, expected in runs:
         try:
-            actual = dict(zip([o.name for o in cand.get_outputs()],
-                              cand.run(None, ort_feeds({k: v for k, v in feeds.items() if k in cand_inputs}))))
+            with step("result run"):
+                actual = dict(zip([o.name for o in cand.get_outputs()],
+                                  cand.run(None, ort_feeds({k: v for k, v in feeds.items() if k in cand_inputs}))))
         except Exception as exc:  # the result does not run where the original does: a failed check
             result.status = "failed"
             result.message = f"the result does not run at inputs {shapes}: {str(exc).splitlines()[0][:300]}"
