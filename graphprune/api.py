@@ -61,17 +61,19 @@ def save(model, path: str | os.PathLike, external_data: bool | None = None):
 
 def _gqa_mode(fn):
     """Decorator: the call analyses grouped-query attention as its keyword ``gqa_heads``
-    (see :func:`graphprune.channels.gqa_heads`)."""
+    (see :func:`graphprune.channels.gqa_heads`); None keeps the enclosing mode ("kv" by default)."""
     @functools.wraps(fn)
     def inner(*args, **kwargs):
-        with gqa_heads_mode(kwargs.get("gqa_heads", "kv")):
+        if kwargs.get("gqa_heads") is None:
+            return fn(*args, **kwargs)
+        with gqa_heads_mode(kwargs["gqa_heads"]):
             return fn(*args, **kwargs)
     return inner
 
 
 @reporting
 @_gqa_mode
-def inspect(model, input_shapes: dict | None = None, *, progress=None, gqa_heads: str = "kv") -> dict:
+def inspect(model, input_shapes: dict | None = None, *, progress=None, gqa_heads: str | None = None) -> dict:
     """Channel groups (prunable and pinned, with reasons), params and MACs per layer.
 
     MACs are counted at ``input_shapes`` where inputs have dynamic axes (else at
@@ -82,7 +84,7 @@ def inspect(model, input_shapes: dict | None = None, *, progress=None, gqa_heads
 
 
 @_gqa_mode
-def inspect_analysis(model, input_shapes: dict | None = None, *, gqa_heads: str = "kv") -> tuple[dict, ChannelAnalysis]:
+def inspect_analysis(model, input_shapes: dict | None = None, *, gqa_heads: str | None = None) -> tuple[dict, ChannelAnalysis]:
     """:func:`inspect`'s dict and the channel analysis it came from (for reports that show
     which tensors each group couples)."""
     with progress_step("load + shape inference"):
@@ -107,7 +109,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
           calibration=None, calibration_samples: int | None = None, repair: str = "auto",
           recalibrate_bn: bool | None = None, target_macs: float | None = None,
           target_params: float | None = None, target_latency: float | None = None, rotate: bool = False,
-          *, progress=None, gqa_heads: str = "kv"):
+          *, progress=None, gqa_heads: str | None = None):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -169,7 +171,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
             to leave the function unchanged, reported in ``report["rotation"]``.
             Hidden-size pruning then removes low-energy directions. Tied
             input/output embeddings are untied (the LM head gets a copy).
-        gqa_heads: how grouped-query attention is pruned: ``"kv"`` (default)
+        gqa_heads: how grouped-query attention is pruned: ``"kv"`` (the default; None keeps
+            an enclosing ``graphprune.channels.gqa_heads`` block's mode)
             removes whole key/value groups (a kv head with its query heads);
             ``"query"`` keeps every kv head and removes the same query heads
             inside every kv group; ``"both"`` offers both.
