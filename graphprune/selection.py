@@ -9,7 +9,8 @@
   groups; the lowest ``ratio`` of all channels go, but no group loses more
   than ``max_group_ratio`` of its channels.
 * ``round_to=N`` rounds the number kept up to a multiple of N (hardware
-  friendly widths).
+  friendly widths), counted in elements of the widest dim: heads of
+  ``head_dim`` rows need only ``N / gcd(N, head_dim)``.
 * Never empties anything: every dim keeps at least one element, so no conv,
   split output or head count drops to zero.
 
@@ -80,6 +81,19 @@ def _keep_count(size: int, ratio: float, round_to: int) -> int:
     return int(min(max(keep, 1), size))
 
 
+def _rounding(group: ChannelGroup, round_to: int) -> int:
+    """The kept channel count must be a multiple of this. ``round_to`` counts elements of the
+    group's widest dim: a head group's channel is ``head_dim`` projection rows, so with
+    ``head_dim`` a multiple of ``round_to`` any head count already gives aligned widths (and
+    ``--round-to 8`` on an 8-head model no longer keeps every head)."""
+    width = 1
+    for channels in group.channels.values():
+        inside = channels[channels >= 0]
+        if len(inside):
+            width = max(width, int(np.bincount(inside).max()))
+    return math.lcm(round_to // math.gcd(round_to, width), group.multiple)
+
+
 def ensure_nonempty(group: ChannelGroup, removed: np.ndarray, score: np.ndarray) -> None:
     """Give back each dim's best channel where a dim would otherwise lose everything."""
     for channels in group.channels.values():
@@ -115,7 +129,7 @@ def select(analysis: ChannelAnalysis, scores: dict[int, np.ndarray], ratio: floa
         else:
             for members in segments(analysis, g):
                 order = members[np.argsort(score[members], kind="stable")]
-                keep = _keep_count(len(members), ratio, math.lcm(round_to, g.multiple))
+                keep = _keep_count(len(members), ratio, _rounding(g, round_to))
                 removed[order[:len(members) - keep]] = True
         ensure_nonempty(g, removed, score)
         plan.removed[g.id] = removed
@@ -145,5 +159,5 @@ def _global_keep_counts(groups, scores, ratio, round_to, max_group_ratio) -> dic
     candidates = np.flatnonzero(allowed)
     chosen = candidates[np.argsort(flat[candidates], kind="stable")[:target]]
     removed_per_group = np.bincount(owner[chosen], minlength=len(groups))
-    return {g.id: _keep_count(g.size, removed_per_group[i] / g.size, math.lcm(round_to, g.multiple))
+    return {g.id: _keep_count(g.size, removed_per_group[i] / g.size, _rounding(g, round_to))
             for i, g in enumerate(groups)}

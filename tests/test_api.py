@@ -32,6 +32,19 @@ def test_round_to_keeps_multiples(resnet):
     assert all(k % 24 == 0 for k in kept_counts(report).values())
 
 
+def test_round_to_counts_head_rows_not_heads(tmp_path):
+    """--round-to counts projection rows: 8 query heads of 32 rows lose heads at round-to 16
+    (every kept width is a multiple of 16 anyway), where counting heads would keep all 8."""
+    from graphprune.models.llama_onnx import SHAPES, build
+
+    src = build(SHAPES["tiny"], str(tmp_path / "llama.onnx"), dtype="fp32")
+    result = graphprune.prune(src, ratio=0.25, round_to=16, exact=True, gqa_heads="query")
+    assert result.verification.status == "exact"
+    widths = {name: len(axes["1"]) for name, axes in result.report["initializers"].items() if "1" in axes}
+    assert widths["model.layers.0.self_attn.q_proj.weight"] == 6 * 32  # heads removed
+    assert all(w % 16 == 0 for w in widths.values()), widths
+
+
 def test_global_ranking_respects_cap_and_total(resnet):
     report = graphprune.prune(resnet, ratio=0.5, global_ranking=True, max_group_ratio=0.7).report
     removed = sum(g["removed"] for g in report["groups"])
