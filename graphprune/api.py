@@ -49,14 +49,15 @@ def load(model, input_shapes: dict | None = None) -> Graph:
     return load_onnx(model, input_shapes=input_shapes)
 
 
-def save(model, path: str | os.PathLike, external_data: bool | None = None):
-    """Write a ModelProto (or IR graph) atomically; external data for models over 2 GB."""
+def save(model, path: str | os.PathLike, external_data: bool | None = None, shard_bytes: int | None = None):
+    """Write a ModelProto (or IR graph) atomically; external data for models over 2 GB and for
+    memory-mapped ones, split into files of at most ``shard_bytes`` when given."""
     if isinstance(model, Graph):
         model = to_onnx(model)
     if not isinstance(model, onnx.ModelProto):
         raise InputError(f"save() takes an onnx.ModelProto or graphprune Graph, not {type(model).__name__}")
     with progress_step(f"writing {os.fspath(path)}"):
-        return save_onnx(model, path, external_data)
+        return save_onnx(model, path, external_data, shard_bytes)
 
 
 def _gqa_mode(fn):

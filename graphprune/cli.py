@@ -90,11 +90,27 @@ def print_prune_summary(report: dict, seconds: float) -> None:
               f"{errors}{undone}")
 
 
-def _save_like_input(model, src: Path, dst: Path) -> None:
-    """External data in, external data out (and always for models over 2 GB)."""
+def _save_like_input(model, src: Path, dst: Path, shard: str | None = None) -> None:
+    """External data in, external data out (and always for models over 2 GB); ``shard``: the
+    ``--shard-size`` text."""
     from .frontends.onnx import uses_external_data
 
-    _api().save(model, dst, external_data=True if uses_external_data(src) else None)
+    _api().save(model, dst, external_data=True if uses_external_data(src) or shard else None,
+                shard_bytes=parse_size(shard) if shard else None)
+
+
+SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """``2GB``, ``500MB``, ``1.5GiB`` or a byte count, as bytes (exit 2 on anything else)."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text or "")
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in SIZE_UNITS or float(match.group(1)) <= 0:
+        raise InputError(f"--shard-size {text!r}: give a positive size such as 2GB, 500MB or 1GiB")
+    return int(float(match.group(1)) * SIZE_UNITS[unit])
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -117,6 +133,8 @@ def cmd_prune(args) -> int:
         raise InputError("give exactly one of --ratio R, --target-macs F, --target-params F, --target-latency F "
                          "(choose channels) or --plan REPORT.json (replay)")
     _check_pictures(args, src)
+    if args.shard_size:
+        parse_size(args.shard_size)  # a bad size fails before the work, not after
     start = time.perf_counter()
     try:
         result = _api().prune(src, ratio=args.ratio or 0.0, importance=args.importance,
@@ -132,7 +150,7 @@ def cmd_prune(args) -> int:
         return EXIT_VERIFY
     pictures = _prune_pictures(args, src, result)
     with signals.deferred():  # the model, its report and pictures, or none of them
-        _save_like_input(result.model, src, dst)
+        _save_like_input(result.model, src, dst, args.shard_size)
         if args.report:
             _write_json(Path(args.report), result.report)
         _write_pictures(pictures)
@@ -265,13 +283,15 @@ def _run_and_write(args, runner) -> int:
     src, dst = Path(args.input), Path(args.output)
     if src.exists() and _same_file(src, dst) and not args.overwrite_input:
         raise InputError(f"{dst}: refusing to overwrite the input model (pass --overwrite-input to allow it)")
+    if args.shard_size:
+        parse_size(args.shard_size)
     try:
         model, result = runner()
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
     with signals.deferred():
-        _save_like_input(model, src, dst)
+        _save_like_input(model, src, dst, args.shard_size)
         if args.report:
             _write_json(Path(args.report), result.to_dict())
     if not _quiet(args):
@@ -345,6 +365,9 @@ INPUT_SHAPE_HELP = ("size of an input with dynamic axes, e.g. input_ids=1x128 or
                     "(repeatable); verification runs at it first and MACs are counted at it")
 
 
+SHARD_HELP = ("write the weights as external data in files of at most SIZE (e.g. 2GB, 500MB): "
+              "OUTPUT.data, OUTPUT.data.1, ...; a single larger tensor gets a file of its own")
+
 GQA_HEADS_OPTION = dict(
     choices=("kv", "query", "both"), default="kv",
     help="grouped-query attention: 'kv' removes whole key/value groups (a kv head with its query "
@@ -413,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.json", help="write kept indices, params, MACs, groups, verification")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime oracle check")
     p.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the input file")
+    p.add_argument("--shard-size", metavar="SIZE", help=SHARD_HELP)
     p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help=INPUT_SHAPE_HELP)
     p.add_argument("--plot", metavar="FILE.png", help=PLOT_HELP)
     p.add_argument("--html", metavar="FILE.html", help=HTML_HELP)
@@ -446,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--report", metavar="FILE.json", help="write the per-pass results as JSON")
         p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime checks")
         p.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the input file")
+        p.add_argument("--shard-size", metavar="SIZE", help=SHARD_HELP)
         p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help=INPUT_SHAPE_HELP)
         add_bench_flag(p)
         p.set_defaults(func=func)

@@ -180,19 +180,45 @@ def write_array(f, array: np.ndarray) -> None:
 
 
 class ExternalWriter:
-    """Streams initializers into one external data file (opened unbuffered) at aligned offsets.
+    """Streams initializers into external data files in ``directory`` at aligned offsets.
 
-    ``tensor`` writes an array and returns its TensorProto; ``copy`` moves an
-    absolute reference's bytes across (``copy_file_range``: the data never
-    enters this process) and points the TensorProto at the new file.
+    ``tensor`` moves an inline tensor's data out; ``copy`` moves an absolute
+    reference's bytes across (``copy_file_range``: the data never enters this
+    process). Both re-point the TensorProto in place. With ``shard_bytes`` a new
+    file (``<location>.1``, ``.2``, ...) starts before a tensor that would take
+    the current one past that size; ``locations`` lists the files written.
     """
 
-    def __init__(self, f, location: str):
-        self.f = f
-        self.location = location
+    def __init__(self, directory: str | os.PathLike, location: str, shard_bytes: int | None = None):
+        self.directory = Path(directory)
+        self.base = location
+        self.shard_bytes = shard_bytes
+        self.locations: list[str] = []
+        self.f = None  # opened on the first tensor: no empty file for a model without large ones
         self.offset = 0
 
-    def _align(self) -> int:
+    def _open(self) -> None:
+        if self.f is not None:
+            self.f.close()
+        self.location = self.base if not self.locations else f"{self.base}.{len(self.locations)}"
+        self.locations.append(self.location)
+        self.f = open(self.directory / self.location, "wb", buffering=0)
+        self.offset = 0
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+    def __enter__(self) -> "ExternalWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _align(self, nbytes: int) -> int:
+        if self.f is None or (self.shard_bytes and self.offset and self.offset + nbytes > self.shard_bytes):
+            self._open()
         offset = -(-self.offset // ALIGNMENT) * ALIGNMENT
         if offset != self.offset:
             self.f.write(b"\0" * (offset - self.offset))
@@ -208,7 +234,7 @@ class ExternalWriter:
     def tensor(self, proto: TensorProto) -> None:
         """Move an inline tensor's data out to the file (in place)."""
         array = onnx.numpy_helper.to_array(proto)
-        offset = self._align()
+        offset = self._align(array.nbytes)
         write_array(self.f, array)
         self.offset = offset + array.nbytes
         proto.ClearField("raw_data")
@@ -222,7 +248,7 @@ class ExternalWriter:
         if length is None:
             length = int(np.prod(proto.dims, dtype=np.int64)) * \
                 np.dtype(helper.tensor_dtype_to_np_dtype(proto.data_type)).itemsize
-        offset = self._align()
+        offset = self._align(length)
         copy_range(Path(location), source_offset, length, self.f)
         self.offset = offset + length
         self._point(proto, offset, length)

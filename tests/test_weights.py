@@ -181,3 +181,38 @@ def test_external_data_spread_over_several_files(tmp_path):
     inline = tmp_path / "inline.onnx"
     graphprune.save(reference.model, inline)
     np.testing.assert_array_equal(_run(out, x), _run(inline, x))
+
+
+def test_sharded_external_data(tmp_path):
+    src = tmp_path / "mlp.onnx"
+    _save_external(_mlp(), src)
+    result = graphprune.prune(src, ratio=0.25)
+    out = tmp_path / "out" / "sharded.onnx"
+    out.parent.mkdir()
+    shard = 3 << 20  # w1 and w2 are 1.5 MB each after pruning: two per file would not fit
+    graphprune.save(result.model, out, shard_bytes=shard)
+    files = sorted(p.name for p in out.parent.iterdir())
+    assert files == ["sharded.onnx", "sharded.onnx.data", "sharded.onnx.data.1"]
+    assert all((out.parent / f).stat().st_size <= shard for f in files)
+    whole = tmp_path / "whole.onnx"
+    graphprune.save(result.model, whole)
+    x = np.random.default_rng(3).standard_normal((2, 512)).astype(np.float32)
+    np.testing.assert_array_equal(_run(out, x), _run(whole, x))
+    with pytest.raises(InputError, match="positive"):
+        graphprune.save(result.model, tmp_path / "bad.onnx", shard_bytes=0)
+
+
+def test_cli_shard_size(tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "mlp.onnx"
+    onnx.save(_mlp(), str(src))  # inline weights in, sharded external data out
+    out = tmp_path / "o.onnx"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "graphprune.cli", *map(str, a)],  # noqa: E731
+                                    capture_output=True, text=True)
+    done = run("prune", src, "-o", out, "--ratio", "0.5", "--shard-size", "1.2MB")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "o.onnx.data").exists() and (tmp_path / "o.onnx.data.1").exists()
+    bad = run("prune", src, "-o", tmp_path / "b.onnx", "--ratio", "0.5", "--shard-size", "lots")
+    assert bad.returncode == 2 and "--shard-size" in bad.stderr and not (tmp_path / "b.onnx").exists()

@@ -122,17 +122,24 @@ def _byte_size(model: onnx.ModelProto) -> int:
         return EXTERNAL_DATA_THRESHOLD + 1
 
 
-def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> Path:
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None,
+              shard_bytes: int | None = None) -> Path:
     """Write ``model`` to ``path`` atomically: a reader sees the old file or the complete new one.
 
     External data (``<name>.data`` beside the model) is used when the model is
     over ~2 GB, when it references weights on disk (a memory-mapped model), or
     when ``external_data`` is True. Referenced weights are streamed file to file.
+    ``shard_bytes``: external data split into files of at most that size
+    (``<name>.data``, ``<name>.data.1``, ...; a larger tensor gets a file of its own).
     """
+    if shard_bytes is not None and shard_bytes <= 0:
+        raise InputError(f"shard size must be positive, got {shard_bytes} bytes")
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path}: directory {path.parent} does not exist")
     referenced = has_references(model)
+    if shard_bytes and external_data is False:
+        raise InputError("a sharded model keeps its weights in external data: drop external_data=False")
     if referenced and external_data is False:
         model = _inlined(model)
         referenced = False
@@ -141,9 +148,9 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external_data: bo
     tmp = Path(tempfile.mkdtemp(prefix=".graphprune-", dir=path.parent))
     try:
         location = path.name + ".data"
-        if referenced:
-            _stream(model, tmp / path.name, location)
-            os.replace(tmp / location, path.parent / location)
+        if referenced or shard_bytes:
+            for name in _stream(model, tmp / path.name, location, shard_bytes):
+                os.replace(tmp / name, path.parent / name)
         elif external:
             copy = onnx.ModelProto()
             copy.CopyFrom(model)  # saving as external data rewrites tensors in place
@@ -161,19 +168,19 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, external_data: bo
 INLINE_BELOW = 1024  # bytes: smaller tensors stay inside the protobuf
 
 
-def _stream(model: onnx.ModelProto, target: Path, location: str) -> None:
-    """Write a model with file references: every large tensor goes to ``location`` beside
-    ``target`` (references copied file to file, inline ones written out), the protobuf last."""
+def _stream(model: onnx.ModelProto, target: Path, location: str, shard_bytes: int | None = None) -> list[str]:
+    """Write a model with its large tensors in external data beside ``target`` (references
+    copied file to file, inline ones written out), the protobuf last; returns the data files."""
     out = onnx.ModelProto()
-    out.CopyFrom(model)  # small: its large tensors are references
-    with open(target.parent / location, "wb", buffering=0) as f:
-        writer = ExternalWriter(f, location)
+    out.CopyFrom(model)  # small when its large tensors are references
+    with ExternalWriter(target.parent, location, shard_bytes) as writer:
         for tensor in out.graph.initializer:
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
                 writer.copy(tensor)
             elif tensor.ByteSize() >= INLINE_BELOW and tensor.data_type != onnx.TensorProto.STRING:
                 writer.tensor(tensor)
     onnx.save(out, str(target))
+    return writer.locations
 
 
 def _inlined(model: onnx.ModelProto) -> onnx.ModelProto:
