@@ -66,10 +66,6 @@ def _itemsize(tensor: TensorProto) -> int:
         return 1
 
 
-def weight_bytes(model: onnx.ModelProto) -> int:
-    return sum(tensor_bytes(t) for t in model.graph.initializer)
-
-
 def _reads(node: onnx.NodeProto) -> list[str]:
     from .frontends.onnx import _outer_names
 
