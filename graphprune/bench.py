@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, shorten
+from .units import short
 
 # numpy, onnx and the runtimes are imported where they are used: the CLI imports this module
 # for its parser, and `graphprune --help` must not load them (issue 11).
@@ -479,11 +480,6 @@ def _interleaved(runs: list, warmup: int, repeats: int) -> list[list[float]]:
 
 # --------------------------------------------------------------------------- output
 
-def _fmt(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def _ms(t: dict | None) -> str:
@@ -501,8 +497,8 @@ def table_rows(result: dict) -> list[tuple]:
         head += ["OV ms (IQR)", "OV speed-up", "OV MB"]
     rows = [tuple(head)]
     for k, m in enumerate(result["models"]):
-        row = [Path(m["path"]).name, _fmt(m["params"]), _fmt(m["macs"]),
-               "1.000" if k == 0 else _ratio(m.get("macs_ratio")), _fmt(m["file_bytes"]) + "B",
+        row = [Path(m["path"]).name, short(m["params"]), short(m["macs"]),
+               "1.000" if k == 0 else _ratio(m.get("macs_ratio")), short(m["file_bytes"]) + "B",
                _ms(m["onnxruntime"]), "1.00x" if k == 0 else _speed(m.get("onnxruntime_speedup")),
                _mb(m["onnxruntime_peak_memory_mb"])]
         if ov:

@@ -16,6 +16,7 @@ from pathlib import Path
 from . import progress, signals
 from .criteria import ACTIVATION_CRITERIA, CRITERIA, REPAIRS
 from .errors import GraphpruneError, InputError, VerificationError, shorten
+from .units import parse_size, short
 from .bench import add_bench_flag, add_bench_parser
 
 EXIT_OK, EXIT_VERIFY, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -28,11 +29,6 @@ def _api():
     return api
 
 
-def _fmt(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def _numeric(cell) -> bool:
@@ -57,8 +53,8 @@ def print_prune_summary(report: dict, seconds: float) -> None:
     total = sum(g["channels"] for g in groups)
     print_table([
         ("", "before", "after", "ratio"),
-        ("params", _fmt(p0), _fmt(p1), f"{p1 / p0:.3f}" if p0 else "-"),
-        ("MACs", _fmt(m0), _fmt(m1), f"{m1 / m0:.3f}" if m0 else "-"),
+        ("params", short(p0), short(p1), f"{p1 / p0:.3f}" if p0 else "-"),
+        ("MACs", short(m0), short(m1), f"{m1 / m0:.3f}" if m0 else "-"),
         ("channels in prunable groups", total, total - removed, f"{(total - removed) / total:.3f}" if total else "-"),
     ])
     v = report["verification"]
@@ -97,20 +93,6 @@ def _save_like_input(model, src: Path, dst: Path, shard: str | None = None) -> N
 
     _api().save(model, dst, external_data=True if uses_external_data(src) or shard else None,
                 shard_bytes=parse_size(shard) if shard else None)
-
-
-SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-def parse_size(text: str) -> int:
-    """``2GB``, ``500MB``, ``1.5GiB`` or a byte count, as bytes (exit 2 on anything else)."""
-    import re
-
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text or "")
-    unit = match.group(2).upper() if match else None
-    if match is None or unit not in SIZE_UNITS or float(match.group(1)) <= 0:
-        raise InputError(f"--shard-size {text!r}: give a positive size such as 2GB, 500MB or 1GiB")
-    return int(float(match.group(1)) * SIZE_UNITS[unit])
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -247,7 +229,7 @@ def cmd_inspect(args) -> int:
         print(json.dumps(info, indent=1))
         return EXIT_OK
     at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in info["macs_at"].items())
-    print(f"params {_fmt(info['params'])}, MACs {_fmt(info['macs'])} (at {at})")
+    print(f"params {short(info['params'])}, MACs {short(info['macs'])} (at {at})")
     print(f"\nprunable groups ({len(info['groups'])}):")
     if info["groups"]:
         print_table([("group", "channels", "parameters")] + [
@@ -259,7 +241,7 @@ def cmd_inspect(args) -> int:
             (g["id"], g["channels"], g["pinned"]) for g in info["pinned"]])
     print("\nlayers:")
     print_table([("node", "op", "params", "MACs")] + [
-        (r["node"], r["op"], _fmt(r["params"]), _fmt(r["macs"])) for r in info["layers"]])
+        (r["node"], r["op"], short(r["params"]), short(r["macs"])) for r in info["layers"]])
     if pictures and not _quiet(args):
         print("\nwrote " + ", ".join(str(path) for path, _ in pictures))
     return EXIT_OK
@@ -270,12 +252,12 @@ def print_pass_table(result) -> None:
     for r in result.flat():
         check = r.verification.status if r.verification else ("-" if not r.modified else "skipped")
         rows.append((r.name, r.details.get("changed", 0), f"{r.nodes[0]}→{r.nodes[1]}",
-                     f"{_fmt(r.params[0])}→{_fmt(r.params[1])}", f"{_fmt(r.macs[0])}→{_fmt(r.macs[1])}",
+                     f"{short(r.params[0])}→{short(r.params[1])}", f"{short(r.macs[0])}→{short(r.macs[1])}",
                      f"{r.seconds:.3f}s", check))
     print_table(rows)
     total = result.verification.status if result.verification else None
-    print(f"total: nodes {result.nodes[0]}→{result.nodes[1]}, params {_fmt(result.params[0])}→"
-          f"{_fmt(result.params[1])}, MACs {_fmt(result.macs[0])}→{_fmt(result.macs[1])} in "
+    print(f"total: nodes {result.nodes[0]}→{result.nodes[1]}, params {short(result.params[0])}→"
+          f"{short(result.params[1])}, MACs {short(result.macs[0])}→{short(result.macs[1])} in "
           f"{result.seconds:.2f}s" + (f"; end-to-end check: {total}" if total else ""))
 
 

@@ -81,7 +81,7 @@ class Graph:
         for value in self.constants.values():
             release(value)
 
-    def keep(self, value: np.ndarray) -> np.ndarray:
+    def store(self, value: np.ndarray) -> np.ndarray:
         """A new constant value as the graph stores it: on disk when the graph is disk-backed."""
         return self.spill.put(value) if self.spill is not None else value
 

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from .errors import InputError
+from .units import short
 
 MAX_ROWS = 40
 LABEL_CHARS = 44
@@ -52,10 +53,7 @@ def shorten_label(text: str, limit: int = LABEL_CHARS) -> str:
 
 
 def fmt(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.0f}"
+    return short(n, ".3g")
 
 
 def _layer_name(node: str, op: str | None = None) -> str:

@@ -77,37 +77,35 @@ def map_external(model: onnx.ModelProto, base_dir: str | os.PathLike, where: str
     them). Raises ``InputError`` naming the tensor and file when a reference
     is broken (missing file, range past its end).
     """
-    base = Path(base_dir)
-    arrays: dict[str, np.ndarray] = {}
     sizes: dict[Path, int] = {}
-    for tensor in model.graph.initializer:
-        if tensor.data_location != TensorProto.EXTERNAL:
-            continue
-        location, offset, length = external_location(tensor)
-        path = _data_path(base, location, tensor.name, where, anchored=True)
-        shape = tuple(int(d) for d in tensor.dims)
-        if tensor.data_type in UNMAPPABLE:
-            copy = TensorProto()
-            copy.CopyFrom(tensor)
-            onnx.external_data_helper.load_external_data_for_tensor(copy, str(base))
-            arrays[tensor.name] = onnx.numpy_helper.to_array(copy)
-            continue
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if length is not None and length != nbytes:
-            raise InputError(f"{where}: initializer '{tensor.name}' of shape {list(shape)} needs {nbytes} "
-                             f"bytes but its external data entry says {length}; the file is damaged")
-        size = sizes.setdefault(path, path.stat().st_size)
-        if offset < 0 or offset + nbytes > size:
-            raise InputError(f"{where}: initializer '{tensor.name}' reads bytes {offset}..{offset + nbytes} of "
-                             f"{path}, which holds {size}; the data file is truncated or belongs to another model")
-        if nbytes >= MAP_MIN_BYTES:
-            arrays[tensor.name] = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-        else:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                arrays[tensor.name] = np.frombuffer(f.read(nbytes), dtype=dtype).reshape(shape).copy()
-    return arrays
+    return {t.name: _external_array(t, Path(base_dir), where, sizes) for t in model.graph.initializer
+            if t.data_location == TensorProto.EXTERNAL}
+
+
+def _external_array(tensor: TensorProto, base: Path, where: str, sizes: dict[Path, int]) -> np.ndarray:
+    """One external tensor's value (``sizes`` caches each data file's length)."""
+    location, offset, length = external_location(tensor)
+    path = _data_path(base, location, tensor.name, where, anchored=True)
+    shape = tuple(int(d) for d in tensor.dims)
+    if tensor.data_type in UNMAPPABLE:
+        copy = TensorProto()
+        copy.CopyFrom(tensor)
+        onnx.external_data_helper.load_external_data_for_tensor(copy, str(base))
+        return onnx.numpy_helper.to_array(copy)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if length is not None and length != nbytes:
+        raise InputError(f"{where}: initializer '{tensor.name}' of shape {list(shape)} needs {nbytes} "
+                         f"bytes but its external data entry says {length}; the file is damaged")
+    size = sizes.setdefault(path, path.stat().st_size)
+    if offset < 0 or offset + nbytes > size:
+        raise InputError(f"{where}: initializer '{tensor.name}' reads bytes {offset}..{offset + nbytes} of "
+                         f"{path}, which holds {size}; the data file is truncated or belongs to another model")
+    if nbytes >= MAP_MIN_BYTES:
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return np.frombuffer(f.read(nbytes), dtype=dtype).reshape(shape).copy()
 
 
 def _mapping(array) -> mmap.mmap | None:
@@ -324,9 +322,7 @@ def has_references(model: onnx.ModelProto) -> bool:
 def tensor_array(tensor: TensorProto) -> np.ndarray:
     """A TensorProto's value; an absolute external reference is mapped, not read."""
     if tensor.data_location == TensorProto.EXTERNAL:
-        holder = onnx.ModelProto()
-        holder.graph.initializer.append(tensor)
-        return map_external(holder, "/", f"tensor '{tensor.name}'")[tensor.name]
+        return _external_array(tensor, Path("/"), f"tensor '{tensor.name}'", {})
     return onnx.numpy_helper.to_array(tensor)
 
 

@@ -72,7 +72,7 @@ def apply_plan(graph: Graph, plan) -> dict[str, dict[int, np.ndarray]]:
         source = value = graph.constants[tensor]
         for axis, kept in axes.items():
             value = np.take(value, kept, axis=axis)
-        graph.constants[tensor] = graph.keep(np.ascontiguousarray(value))
+        graph.constants[tensor] = graph.store(np.ascontiguousarray(value))
         release(source)  # a mapped weight's pages leave memory once sliced
     changed = {table.keys[d] for d in plan.changed_dims()}
     for name, info in graph.tensors.items():  # stale sizes are re-inferred by the emitter
