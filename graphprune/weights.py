@@ -288,8 +288,11 @@ def reference(name: str, path: Path, offset: int, nbytes: int, data_type: int, s
 def anchor_external(model: onnx.ModelProto, base_dir: str | os.PathLike, where: str) -> bool:
     """Make every external reference of ``model`` absolute (checked: file present, range inside it).
 
-    Returns whether the model has external tensors. Constant-node tensors
-    stored externally (rare, always small) are loaded into the node.
+    Tensors under ``MAP_MIN_BYTES`` are read into the protobuf instead: they are
+    shape data as often as weights (Reshape targets, ReduceMean/Unsqueeze axes
+    exported with ``size_threshold=0``), which shape inference — ours and the
+    runtime's — only sees inline. Constant-node tensors stored externally are
+    loaded into the node. Returns whether large external tensors remain.
     """
     base = Path(base_dir).resolve()
     found = False
@@ -310,9 +313,15 @@ def anchor_external(model: onnx.ModelProto, base_dir: str | os.PathLike, where: 
                 onnx.external_data_helper.load_external_data_for_tensor(attr.t, str(base))
                 attr.t.data_location = TensorProto.DEFAULT
                 del attr.t.external_data[:]
-    if found:
-        map_external(model, "/", where)  # checks every range now, so later steps cannot fail on it
-    return found
+    if not found:
+        return False
+    sizes: dict[Path, int] = {}
+    for tensor in model.graph.initializer:  # checks every range now, so later steps cannot fail on it
+        if tensor.data_location == TensorProto.EXTERNAL:
+            value = _external_array(tensor, base, where, sizes)
+            if not isinstance(value, np.memmap):
+                tensor.CopyFrom(onnx.numpy_helper.from_array(value, tensor.name))
+    return has_references(model)
 
 
 def has_references(model: onnx.ModelProto) -> bool:

@@ -216,3 +216,29 @@ def test_cli_shard_size(tmp_path):
     assert (tmp_path / "o.onnx.data").exists() and (tmp_path / "o.onnx.data.1").exists()
     bad = run("prune", src, "-o", tmp_path / "b.onnx", "--ratio", "0.5", "--shard-size", "lots")
     assert bad.returncode == 2 and "--shard-size" in bad.stderr and not (tmp_path / "b.onnx").exists()
+
+
+def test_shape_constants_in_external_data_are_read_inline(tmp_path):
+    """Exports saved with size_threshold=0 keep Reshape targets and axes in external data too;
+    shape inference (ours and onnxruntime's) only sees inline tensors, so small ones are read."""
+    from graphprune.models.llama_onnx import SHAPES, build
+
+    built = build(SHAPES["tiny"], str(tmp_path / "built.onnx"), dtype="fp32")
+    src = tmp_path / "everything_external.onnx"
+    model = onnx.load(built)
+    for t in model.graph.initializer:  # raw data, as exporters write it: every tensor can go external
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
+    onnx.save(model, str(src), save_as_external_data=True, location="all.data", size_threshold=0)
+    assert all(t.data_location == TensorProto.EXTERNAL for t in onnx.load(str(src), load_external_data=False)
+               .graph.initializer)
+    model = graphprune.api.read_model(src)
+    shapes = {t.name: t.data_location for t in model.graph.initializer}
+    assert shapes["heads_shape"] == TensorProto.DEFAULT  # read into the protobuf
+    assert shapes["model.embed_tokens.weight"] == TensorProto.EXTERNAL  # a weight: still a reference
+    result = graphprune.prune(src, ratio=0.25, exact=True)
+    assert result.verification.status == "exact" and result.report["params"][1] < result.report["params"][0]
+    out = tmp_path / "pruned.onnx"
+    graphprune.save(result.model, out)
+    ids = np.arange(12, dtype=np.int64).reshape(2, 6)
+    logits = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
+    assert logits.shape == (2, 6, SHAPES["tiny"].vocab)

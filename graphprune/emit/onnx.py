@@ -175,7 +175,7 @@ def _stream(model: onnx.ModelProto, target: Path, location: str, shard_bytes: in
     out.CopyFrom(model)  # small when its large tensors are references
     with ExternalWriter(target.parent, location, shard_bytes) as writer:
         for tensor in out.graph.initializer:
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:  # large: read_model inlined small ones
                 writer.copy(tensor)
             elif tensor.ByteSize() >= INLINE_BELOW and tensor.data_type != onnx.TensorProto.STRING:
                 writer.tensor(tensor)
