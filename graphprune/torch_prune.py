@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from .torch_importance import torch_importance
 from .torch_repair import apply_repair, float_outputs
 from .torch_rotation import rotate_streams
 from .verify import Verification
-from .verify_torch import check_inputs, compare_outputs, noise_floor, reference_outputs
+from .verify_torch import check_inputs, compare_outputs, noise_floor, reference_outputs, snapshot
 
 
 @dataclass
@@ -173,13 +174,11 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
                 stats.update(collect_statistics(traced, fit, pruned_inputs, gram=set(pruned_inputs)))
             repair = plan_repair(analysis, plan, stats, repair_mode)
         originals = float_outputs(traced.gm, held_out) if samples else []
-        reference, checks, noise, uncovered = None, [tuple(inputs)], 0.0, []
+        reference, checks, noise, uncovered, before = None, [tuple(inputs)], 0.0, [], None
         if verify:
             with step("verification: oracle outputs"):
                 reference, checks, uncovered = reference_outputs(traced, plan, check_inputs(inputs))
-            with step("verification: noise floor"):
-                noise = noise_floor(traced, plan, checks[:1], reference[:1])
-        tolerance = max(tolerance, NOISE_MARGIN * noise)
+            before = snapshot(traced.gm)  # for the noise floor, measured only if the tolerance is exceeded
         # the sequential refit fits the pruned linears to the original's outputs: keep a copy
         original = copy.deepcopy(module) if repair_mode == "lsq" and plan.channels_removed else None
         with step("emission"):
@@ -195,6 +194,15 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
                 if verify and approx is None:
                     pruned, verification, repaired = _verify_first_passing(traced, emission, reference, checks,
                                                                            tolerance)
+                    if _numeric_failure(verification):  # the oracle's own rounding may explain it
+                        with step("verification: noise floor"):
+                            noise = noise_floor(traced, plan, checks[:1], reference[:1], before)
+                        if NOISE_MARGIN * noise > tolerance:
+                            tolerance = NOISE_MARGIN * noise
+                            pruned, verification, repaired = _verify_first_passing(
+                                traced, emission, reference, checks, tolerance)
+                        verification.noise_floor = noise
+                    del before
                 else:
                     pruned, repaired = _choose(traced, emission, checks)
                     _set_mode(pruned, False)
@@ -323,6 +331,12 @@ def _verify_first_passing(traced: FxModel, emission, reference, checks, toleranc
     _set_mode(traced.gm, False)
     verification = compare_outputs(reference, traced.gm, checks, tolerance, None)
     return traced.gm, verification, []
+
+
+def _numeric_failure(verification) -> bool:
+    """Failed on a finite relative error alone (not a shape, a crash or an integer output)."""
+    return (verification.status == "failed" and math.isfinite(verification.max_relative_error)
+            and verification.max_relative_error > verification.tolerance)
 
 
 def _choose(traced: FxModel, emission, checks) -> tuple[torch.nn.Module, list[str]]:

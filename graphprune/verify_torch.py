@@ -101,18 +101,42 @@ def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tupl
     return references, used, uncovered + sorted(runner.unhandled)
 
 
-def noise_floor(model: FxModel, plan, inputs_list, references) -> float:
+def snapshot(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gm``'s modules, attributes and graph that shares its tensors: what the
+    traced model was before emission (which replaces tensors and edits attributes and
+    literals, never a tensor in place), kept for a later :func:`noise_floor` at no copy
+    of the weights."""
+    import copy
+
+    shared = {id(t): t for t in (*gm.parameters(), *gm.buffers())}
+    return copy.deepcopy(gm, shared)
+
+
+def _widened(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm`` with every float parameter and buffer replaced by a float64 copy. Not
+    ``Module.double()``: that swaps ``.data`` of the shared tensors themselves."""
+    for m in gm.modules():
+        for store in (m._parameters, m._buffers):
+            for name, value in store.items():
+                if value is not None and value.is_floating_point():
+                    store[name] = value.detach().double()
+    for name, value in list(vars(gm).items()):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            setattr(gm, name, value.double())
+    return gm
+
+
+def noise_floor(model: FxModel, plan, inputs_list, references, original: fx.GraphModule) -> float:
     """Float32 rounding of the oracle itself: its relative distance to the same oracle in float64.
 
     A correct prune changes the order of summation in every contraction, so it
     may differ from the float32 oracle by about as much as the oracle differs
-    from exact arithmetic; on deep models that exceeds a fixed tolerance. 0.0
-    when the graph cannot run in float64.
+    from exact arithmetic; on deep models that exceeds a fixed tolerance.
+    ``original`` is the :func:`snapshot` taken before emission (widened in place: it
+    serves once). 0.0 when the graph cannot run in float64.
     """
-    import copy
-
     try:
-        runner, _ = oracle(model, plan, copy.deepcopy(model.gm).double())
+        runner, _ = oracle(model, plan, _widened(original))
         worst = 0.0
         with torch.no_grad():
             for ref, inputs in zip(references, inputs_list):

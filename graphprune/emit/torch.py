@@ -129,11 +129,13 @@ def _slice_tensor(model: FxModel, name: str, axes: dict[int, np.ndarray], emissi
                   slots: dict[int, list[tuple[dict, str]]]) -> None:
     old = model.params[name]
     emission.old_shapes[name] = tuple(old.shape)
-    with torch.no_grad():
-        value = old.detach()
-        for axis, kept in axes.items():
-            value = value.index_select(axis, torch.as_tensor(kept, dtype=torch.long, device=value.device))
-        value = value.contiguous()
+    value = _already_sliced(model, name, old)
+    if value is None:
+        with torch.no_grad():
+            value = old.detach()
+            for axis, kept in axes.items():
+                value = value.index_select(axis, torch.as_tensor(kept, dtype=torch.long, device=value.device))
+            value = value.contiguous()
     new = nn.Parameter(value, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else value
     places = slots.get(id(old), [])
     for store, attr in places:
@@ -147,6 +149,20 @@ def _slice_tensor(model: FxModel, name: str, axes: dict[int, np.ndarray], emissi
                 emission.restore.append(lambda o=owner, a=attr, v=old: setattr(o, a, v))
     slots[id(new)] = places
     model.params[name] = new
+
+
+def _already_sliced(model: FxModel, name: str, old: torch.Tensor) -> torch.Tensor | None:
+    """The IR's sliced copy of ``old`` as a tensor sharing its memory, when the IR holds it in
+    ``old``'s own dtype on the CPU: the gather is done once, not again in torch."""
+    value = model.graph.constants.get(name)
+    if old.device.type != "cpu" or type(value) is not np.ndarray or not value.flags.c_contiguous \
+            or not value.flags.writeable:
+        return None  # (a memmap, a read-only or strided view: not a private slice)
+    try:
+        sliced = torch.from_numpy(value)
+    except TypeError:  # a dtype torch does not share with numpy
+        return None
+    return sliced if sliced.dtype == old.dtype else None
 
 
 def _set(module: nn.Module, attr: str, value, emission: TorchEmission) -> None:

@@ -183,6 +183,21 @@ def test_taylor_keeps_the_channels_with_the_largest_weight_times_gradient():
     assert all(p.grad is None for p in result.model.parameters())  # scoring leaves no gradients behind
 
 
+def test_the_noise_floor_is_measured_only_when_the_fixed_tolerance_is_exceeded(resnet):
+    """The float64 oracle runs only when float32 rounding could explain a failure, on the weights
+    as they were before slicing (the snapshot shares them, emission replaced them)."""
+    model, x = resnet
+    plain = graphprune.prune(copy.deepcopy(model), 0.5, example_inputs=x)
+    assert plain.verification.status == "exact" and plain.report["torch"]["noise_floor"] == 0.0
+    strict = graphprune.prune(model, 0.5, example_inputs=x, tolerance=1e-12)
+    check = strict.verification
+    assert check.status == "exact" and 1e-9 < check.noise_floor < 1e-5
+    assert check.tolerance == pytest.approx(16 * check.noise_floor)
+    assert check.tolerance > check.max_relative_error > 1e-12
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the float64 copy was private
+    assert plain.report["params"] == strict.report["params"]
+
+
 def test_failed_verification_restores_the_module(resnet, monkeypatch):
     model, x = resnet
     shapes = {k: v.shape for k, v in model.state_dict().items()}
