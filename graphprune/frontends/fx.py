@@ -33,6 +33,7 @@ from torch.utils import _pytree as pytree
 
 from ..errors import InputError
 from ..ir import Graph, Node, TensorInfo
+from .functionalise import functionalise
 
 IR_OPSET = 17  # the attribute/input conventions the translation writes
 
@@ -109,16 +110,18 @@ def _exported(module, example_inputs):
         program = torch.export.export(module, _batched(args), dynamic_shapes=dims, strict=False)
     except Exception:
         program = torch.export.export(module, args, strict=False)
-    if _mutates(program.graph_module):
-        program = program.run_decompositions({})
-    return ordinary_module(program.module(check_guards=False))
+    gm = program.module(check_guards=False)
+    if _mutates(gm) and not functionalise(gm):
+        gm = program.run_decompositions({}).module(check_guards=False)
+    return ordinary_module(gm)
 
 
 def _mutates(gm: fx.GraphModule) -> bool:
     """Whether an exported (training-IR) graph mutates tensors in place (``zero_`` on a slice,
-    ``copy_`` into a view). Only then is it functionalised by ``run_decompositions``: re-tracing
-    the program costs about 40 % of a prune, and the translation table knows the training IR's
-    ATen ops, but an SSA graph is what its couplings assume."""
+    ``copy_`` into a view). Only then is it functionalised: locally where every mutated tensor is
+    private (:mod:`.functionalise`), else by ``run_decompositions``, which re-traces the program
+    (about half of a prune); the translation table knows the training IR's ATen ops, but an SSA
+    graph is what its couplings assume."""
     for n in gm.graph.nodes:
         if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) and \
                 n.target._schema.is_mutable:
