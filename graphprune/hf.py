@@ -68,10 +68,46 @@ def fit_config(model, changed_sizes: dict[int, set[int]]) -> tuple[bool, dict[st
 
     ``changed_sizes`` maps each size the prune changed to its new sizes.
     Returns ``(fits, {field: (old, new)})``; when it does not fit, the config
-    keeps the edits that reduced the disagreement (the sidecar covers the rest).
+    keeps the edits that reduced the disagreement (the sidecar covers the rest;
+    :func:`undo_edits` takes them back). A config without ``head_dim`` whose class
+    derives it as ``hidden_size // num_attention_heads`` (Qwen2, Gemma) but reads
+    the field when present gets it stated, so a pruned hidden size keeps the heads' width.
     """
     target = _shapes(model)
     config = model.config
+    head_dim = _derived_head_dim(config)  # (before any edit)
+    fits, edits = _greedy_fit(model, config, changed_sizes, target)
+    if fits or head_dim is None:
+        return fits, edits
+    undo_edits(config, edits)
+    config.head_dim = head_dim
+    fits_stated, edits_stated = _greedy_fit(model, config, changed_sizes, target)
+    if fits_stated:
+        return True, {"head_dim": (None, head_dim), **edits_stated}
+    undo_edits(config, edits_stated)
+    del config.head_dim
+    return _greedy_fit(model, config, changed_sizes, target)
+
+
+def undo_edits(config, edits: dict[str, tuple]) -> None:
+    """Put back the fields :func:`fit_config` edited (a field it added, old value None, goes)."""
+    for key, (old, _) in edits.items():
+        if old is None and key in vars(config):
+            delattr(config, key)
+        else:
+            setattr(config, key, old)
+
+
+def _derived_head_dim(config) -> int | None:
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if hasattr(config, "head_dim") or not isinstance(hidden, int) or not isinstance(heads, int) or \
+            not heads or hidden % heads:
+        return None
+    return hidden // heads
+
+
+def _greedy_fit(model, config, changed_sizes, target) -> tuple[bool, dict[str, tuple]]:
+    """One field at a time, the edit that most reduces the shape disagreement, until none does."""
     best = _mismatches(type(model), config, target)
     edits: dict[str, tuple] = {}
     while best:
@@ -91,6 +127,31 @@ def fit_config(model, changed_sizes: dict[int, set[int]]) -> tuple[bool, dict[st
         setattr(config, key, new)
         edits[key] = (old, new)
     return best == 0, edits
+
+
+def validation_veto(model, changed_sizes: dict[int, set[int]]) -> str:
+    """Why the config cannot state the pruned sizes when only its own validation forbids them:
+    every field set to its one new size rebuilds the pruned shapes, yet ``config.validate()``
+    (what ``save_pretrained`` runs) refuses the result (LLaMA: a hidden size that is not a
+    multiple of the heads). '' otherwise."""
+    if not hasattr(model.config, "validate"):
+        return ""
+    candidate = copy.deepcopy(model.config)
+    for key, value in model.config.to_dict().items():
+        new = changed_sizes.get(value, ()) if isinstance(value, int) and not isinstance(value, bool) else ()
+        if len(new) == 1:
+            setattr(candidate, key, next(iter(new)))
+    try:
+        shapes = _shapes(_build(type(model), candidate))
+    except Exception:
+        return ""
+    if shapes != _shapes(model):
+        return ""
+    try:
+        candidate.validate()
+    except Exception as exc:
+        return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return ""
 
 
 def rebuilt_buffers_agree(model) -> bool:

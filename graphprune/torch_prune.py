@@ -32,7 +32,7 @@ from .channels import analyse
 from .emit.torch import emit_torch, repair_attributes, stale_attributes
 from .errors import InputError, VerificationError
 from .frontends.fx import FxModel, trace
-from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes
+from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes, undo_edits, validation_veto
 from .importance import CRITERIA, TORCH_CRITERIA, importance
 from .metrics import total_macs
 from .plan_io import plan_from_kept, read_plan
@@ -274,11 +274,13 @@ def _fit_hf_config(module, plan, inputs) -> dict:
                 for step in reversed(undo):
                     step()
     if not same:
-        for key, (old, _) in edits.items():
-            setattr(module.config, key, old)
-    reason = "" if same else ("no config expresses these per-layer sizes" if not fits
+        undo_edits(module.config, edits)
+    veto = validation_veto(module, changed) if not fits else ""
+    reason = "" if same else (f"the config's own validation refuses the pruned sizes ({veto}); a round_to "
+                              "that keeps them valid (e.g. the head count) lets the config state them" if veto
+                              else "no config expresses these per-layer sizes" if not fits
                               else "the forward or a buffer rebuilt on reload reads a field the fit "
-                                                         "would change")
+                                   "would change")
     return {"config_fits": same, "config_edits": {k: list(v) for k, v in edits.items()} if same else {},
             "reload": "transformers from_pretrained" if same else "graphprune.hf.from_pretrained",
             "reason": reason}

@@ -102,3 +102,26 @@ def test_exact_keeps_the_hidden_size(tmp_path):
     assert result.verification.status == "exact"
     assert result.model.model.embed_tokens.weight.shape[1] == hidden
     assert result.model.model.layers[0].mlp.up_proj.weight.shape[0] < 512
+
+
+def test_a_derived_head_width_is_stated_so_the_config_fits(tmp_path):
+    """Qwen2 derives head_dim as hidden // heads unless the config states it: pruning the hidden
+    size keeps the heads' width, so the fit adds head_dim and plain from_pretrained reloads it."""
+    model, x = build_hf("qwen2")
+    assert not hasattr(model.config, "head_dim")
+    result = graphprune.prune(model, 0.3, example_inputs=x)
+    fit = result.report["hf"]
+    assert fit["config_fits"] and fit["config_edits"]["head_dim"] == [None, 32], fit
+    model.save_pretrained(tmp_path)
+    plain = type(model).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(*x).logits, model(*x).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_a_size_the_config_validation_refuses_is_named_with_the_fix():
+    model, x = build_hf("llama")  # LLaMA's config requires hidden_size % heads == 0
+    fit = graphprune.prune(model, 0.3, example_inputs=x).report["hf"]
+    assert not fit["config_fits"] and "not a multiple" in fit["reason"] and "round_to" in fit["reason"]
+    assert not hasattr(model.config, "head_dim") or model.config.head_dim == 32  # no edit left behind
+    model, x = build_hf("llama")
+    assert graphprune.prune(model, 0.3, example_inputs=x, round_to=8).report["hf"]["config_fits"]
