@@ -1,5 +1,6 @@
 """BatchNormalization, InstanceNormalization (per channel) and LayerNormalization (approximate)."""
 
+import onnx
 import pytest
 from onnx import numpy_helper
 
@@ -57,7 +58,9 @@ def test_instance_norm(spatial):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_layer_norm_over_features_is_approximate(bias):
+def test_layer_norm_over_features_is_approximate_yet_verified_exactly(bias):
+    """The group is approximate (the statistic changes), and the oracle takes LayerNorm's mean
+    and variance over the kept features (onnx_masked_norms), so the prune is still checked exactly."""
     b = Builder(opset=17)
     x = b.input([1, 5, 8])
     h = b.op("MatMul", x, b.weight(8, 16, name="mm1_w"), name="mm1")
@@ -66,7 +69,8 @@ def test_layer_norm_over_features_is_approximate(bias):
     model = b.build(b.op("MatMul", h, b.weight(16, 4, name="mm2_w"), name="mm2"))
     g = group_at(model, "ln", 2)
     assert g.pinned is None and "LayerNormalization 'ln'" in g.approximate
-    result = prune_ok(model, status="approximate")
+    result = prune_ok(model)
+    assert "normalisation statistics taken over the kept channels" in result.verification.message
     features = kept(result, "mm1_w", 1)
     assert features == kept(result, "ln_scale", 0) == kept(result, "mm2_w", 0)
     if bias:
@@ -92,3 +96,42 @@ def test_layer_norm_from_channel_axis_is_approximate():
     assert group_at(model, "ln", 1).approximate is not None
     result = prune_ok(model, status="approximate")
     assert kept(result, "ln_scale", 0) == kept(result, "producer_w", 0)
+
+
+def _rms_norm_model(opset):
+    import numpy as np
+
+    """RMSNorm as exporters write it: Pow, ReduceMean over the last axis, Add, Sqrt, Div, Mul."""
+    b = Builder(opset=opset)
+    x = b.input([2, 5, 8])
+    h = b.op("MatMul", x, b.weight(8, 16, name="mm1_w"), name="mm1")
+    sq = b.op("Mul", h, h, name="sq")
+    if opset >= 18:
+        mean = b.op("ReduceMean", sq, b.ints([-1], name="axes"), name="mean", keepdims=1)
+    else:
+        mean = b.op("ReduceMean", sq, name="mean", axes=[-1], keepdims=1)
+    rms = b.op("Sqrt", b.op("Add", mean, b.const(np.float32(1e-6), name="eps"), name="add_eps"), name="sqrt")
+    n = b.op("Mul", b.op("Div", h, rms, name="div"), b.weight(16, name="rms_scale"), name="scale")
+    return b.build(b.op("MatMul", n, b.weight(16, 4, name="mm2_w"), name="mm2"))
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_rms_norm_prune_is_verified_exactly_and_a_wrong_scale_slice_fails(opset):
+    import numpy as np
+
+    from graphprune import verify
+
+    model = _rms_norm_model(opset)
+    result = prune_ok(model)
+    assert "1 normalisation statistics" in result.verification.message
+    wrong = onnx.ModelProto()
+    wrong.CopyFrom(result.model)
+    for t in wrong.graph.initializer:
+        if t.name == "rms_scale":  # the kept scales in the wrong order
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t)[::-1].copy(), t.name))
+    assert not np.array_equal(numpy_helper.to_array(next(t for t in wrong.graph.initializer
+                                                          if t.name == "rms_scale")),
+                              numpy_helper.to_array(next(t for t in result.model.graph.initializer
+                                                         if t.name == "rms_scale")))
+    check = verify.verify_prune(model, wrong, result.plan)
+    assert check.status == "failed", check
