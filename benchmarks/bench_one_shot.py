@@ -2,7 +2,7 @@
 
     python benchmarks/bench_one_shot.py digits [--epochs 30]
     python benchmarks/bench_one_shot.py minilm
-    python benchmarks/bench_one_shot.py smollm2 [--windows 24]
+    python benchmarks/bench_one_shot.py smollm2 [--windows 128] [--stride 256]
 
 ``digits``: a small CNN trained here on scikit-learn's digits (8×8 images,
 1,437 train / 360 test), pruned to 2× and 4× fewer MACs with no fine-tuning.
@@ -361,7 +361,8 @@ def tp_llm_cells(model, example, share, evaluation, base, dense_ppl) -> str:
     return queue.get() if not queue.empty() else "- | crashed | -"
 
 
-def run_smollm2(n_windows: int, shares=None, with_tp: bool = True, hidden_modes=None) -> None:
+def run_smollm2(n_windows: int, shares=None, with_tp: bool = True, hidden_modes=None,
+                calib_stride: int = 256, criteria=None) -> None:
     import graphprune
 
     tok, dense = smollm2_model()
@@ -370,10 +371,11 @@ def run_smollm2(n_windows: int, shares=None, with_tp: bool = True, hidden_modes=
     ids_eval = tok(text[:half], return_tensors="pt")["input_ids"][0]
     ids_calib = tok(text[half:], return_tensors="pt")["input_ids"][0]
     window = 256
-    def windows(ids, n, batch):
-        rows = [ids[i * window:(i + 1) * window] for i in range(min(n, len(ids) // window))]
+    def windows(ids, n, batch, stride=window):
+        starts = range(0, len(ids) - window + 1, stride)
+        rows = [ids[s:s + window] for s in list(starts)[:n]]
         return [torch.stack(rows[i:i + batch]) for i in range(0, len(rows), batch)]
-    evaluation, calib = windows(ids_eval, 40, 4), windows(ids_calib, n_windows, 4)
+    evaluation, calib = windows(ids_eval, 40, 4), windows(ids_calib, n_windows, 4, calib_stride)
     dense_ppl = perplexity(dense, evaluation)
     base = decoder_params(dense)
     print(f"SmolLM2-135M-Instruct: decoder parameters {base:,}; dense perplexity {dense_ppl:.2f} on "
@@ -388,7 +390,7 @@ def run_smollm2(n_windows: int, shares=None, with_tp: bool = True, hidden_modes=
     total = sum(p.numel() for p in dense.parameters())
     runs = [(0.2, ("graphprune", "l2", "none", "kept"))]  # weight norms, no calibration: the baseline
     runs += [(share, config) for share in shares for config in configs
-             if hidden_modes is None or config[3] in hidden_modes]
+             if (hidden_modes is None or config[3] in hidden_modes) and (criteria is None or config[1] in criteria)]
     if with_tp:
         runs += [(0.2, ("torch-pruning", "l2", "-", "pruned"))]  # last: it may not finish (TP_TIMEOUT)
     for share, (tool, criterion, repair, hidden) in runs:
@@ -419,7 +421,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmark", choices=["digits", "minilm", "smollm2"])
     parser.add_argument("--epochs", type=int, default=30, help="digits: training epochs")
-    parser.add_argument("--windows", type=int, default=64, help="smollm2: calibration windows of 256 tokens")
+    parser.add_argument("--windows", type=int, default=128, help="smollm2: calibration windows of 256 tokens")
+    parser.add_argument("--stride", type=int, default=256,
+                        help="smollm2: tokens between calibration windows (below 256 they overlap: more, "
+                             "correlated samples of the same text)")
+    parser.add_argument("--criteria", nargs="+", choices=["activation", "reconstruction"],
+                        help="smollm2: only these calibrated criteria (default both)")
     parser.add_argument("--shares", type=float, nargs="+", help="smollm2: decoder-parameter shares to remove "
                         "(default 0.1 0.2 0.3)")
     parser.add_argument("--hidden", nargs="+", choices=["kept", "pruned", "rotated"],
@@ -433,7 +440,7 @@ def main() -> None:
     elif args.benchmark == "minilm":
         run_minilm()
     else:
-        run_smollm2(args.windows, args.shares, not args.no_torch_pruning, args.hidden)
+        run_smollm2(args.windows, args.shares, not args.no_torch_pruning, args.hidden, args.stride, args.criteria)
 
 
 if __name__ == "__main__":
