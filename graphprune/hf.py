@@ -67,26 +67,24 @@ def fit_config(model, changed_sizes: dict[int, set[int]]) -> tuple[bool, dict[st
     """Edit ``model.config`` in place until its class rebuilds the pruned shapes.
 
     ``changed_sizes`` maps each size the prune changed to its new sizes.
-    Returns ``(fits, {field: (old, new)})``; when it does not fit, the config
-    keeps the edits that reduced the disagreement (the sidecar covers the rest;
-    :func:`undo_edits` takes them back). A config without ``head_dim`` whose class
-    derives it as ``hidden_size // num_attention_heads`` (Qwen2, Gemma) but reads
-    the field when present gets it stated, so a pruned hidden size keeps the heads' width.
+    Returns ``(fits, {field: (old, new)})``; when it does not fit, the config is
+    left as it was and no edit is returned. A config without ``head_dim`` whose
+    class derives it as ``hidden_size // num_attention_heads`` but reads the field
+    when present (Qwen2) gets it stated, so a pruned hidden size keeps the heads' width.
     """
     target = _shapes(model)
     config = model.config
     head_dim = _derived_head_dim(config)  # (before any edit)
-    fits, edits = _greedy_fit(model, config, changed_sizes, target)
-    if fits or head_dim is None:
-        return fits, edits
-    undo_edits(config, edits)
-    config.head_dim = head_dim
-    fits_stated, edits_stated = _greedy_fit(model, config, changed_sizes, target)
-    if fits_stated:
-        return True, {"head_dim": (None, head_dim), **edits_stated}
-    undo_edits(config, edits_stated)
-    del config.head_dim
-    return _greedy_fit(model, config, changed_sizes, target)
+    for state_head_dim in (False, True) if head_dim is not None else (False,):
+        if state_head_dim:
+            config.head_dim = head_dim
+        fits, edits = _greedy_fit(model, config, changed_sizes, target)
+        if fits:
+            return True, {"head_dim": (None, head_dim), **edits} if state_head_dim else edits
+        undo_edits(config, edits)
+        if state_head_dim:
+            del config.head_dim
+    return False, {}
 
 
 def undo_edits(config, edits: dict[str, tuple]) -> None:

@@ -25,31 +25,35 @@ STATISTICS = ("ReduceMean", "ReduceL2", "LayerNormalization")
 
 
 def mask_statistics(model: onnx.ModelProto, plan) -> tuple[int, int]:
-    """Rewrite ``model`` (an oracle copy) in place; ``(statistics rewritten, left as they were)``
-    among the nodes normalising over an axis the plan shrank."""
+    """Rewrite ``model`` (an oracle copy) in place when every statistic over an axis the plan
+    shrank has a form handled here; ``(statistics rewritten, statistics not handled)``. With
+    any not handled, ``model`` is left as it was: ``(0, n)``."""
     table, graph = plan.analysis.table, plan.analysis.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     constants = {t.name: t for t in model.graph.initializer}
     constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node
                       if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
-    nodes, rewritten, left = [], 0, 0
+    nodes, initializers, rewritten, left = [], [], 0, 0
     for node in model.graph.node:
         found = _kept_of(node, graph, table, plan)
         if found is None:
             nodes.append(node)
             continue
         rank, keep = found
-        replacement = None if keep is None else _masked(node, rank, keep, graph, opset, constants, model,
+        replacement = None if keep is None else _masked(node, rank, keep, graph, opset, constants,
                                                         f"graphprune_stat_{rewritten}")
         if replacement is None:
             left += 1
-            nodes.append(node)
-        else:
-            rewritten += 1
-            nodes.extend(replacement)
+            continue
+        rewritten += 1
+        nodes.extend(replacement[0])
+        initializers.extend(replacement[1])
+    if left or not rewritten:
+        return 0, left
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    return rewritten, left
+    model.graph.initializer.extend(initializers)
+    return rewritten, 0
 
 
 def _kept_of(node, graph, table, plan):
@@ -96,64 +100,55 @@ def _reduced_axes(node, opset, constants):
     return _attr(node, "axes", None)
 
 
-def _masked(node, rank, keep, graph, opset, constants, model, base):
-    """The nodes computing ``node`` over kept channels, or None for a form not handled."""
+def _masked(node, rank, keep, graph, opset, constants, base):
+    """``(nodes, initializers)`` computing ``node`` over kept channels, or None for a form not handled."""
     dtype = graph.tensors[node.input[0]].dtype
     dtype = np.dtype(dtype) if dtype is not None else np.dtype(np.float32)
     if dtype.kind != "f":
         return None
-    mask = keep.astype(dtype)
-    count = np.array(keep.sum(), dtype=dtype)
-    model.graph.initializer.extend([numpy_helper.from_array(mask, base + "_mask"),
-                                    numpy_helper.from_array(count, base + "_count")])
     last = [rank - 1]
-
-    def reduce_sum(op, x, out, keepdims):
-        if opset >= 13 or op == "ReduceSumSquare" and opset >= 18:
-            axes = base + "_axes"
-            if axes not in {t.name for t in model.graph.initializer}:
-                model.graph.initializer.append(numpy_helper.from_array(np.array(last, np.int64), axes))
-            return helper.make_node(op, [x, axes], [out], keepdims=keepdims)
-        return helper.make_node(op, [x], [out], axes=last, keepdims=keepdims)
-
-    def sum_square(x, out, keepdims):  # ReduceSumSquare takes axes as an input only from opset 18
-        if opset >= 18:
-            return reduce_sum("ReduceSumSquare", x, out, keepdims)
-        return helper.make_node("ReduceSumSquare", [x], [out], axes=last, keepdims=keepdims)
-
-    m, k = base + "_mask", base + "_count"
     if node.op_type in ("ReduceMean", "ReduceL2"):
         axes = _reduced_axes(node, opset, constants)
         if axes is None or [a % rank for a in axes] != last:
             return None
+    elif int(_attr(node, "axis", -1)) % rank != rank - 1 or any(o for o in node.output[1:]):
+        return None  # LayerNormalization over several axes, or its Mean / InvStdDev outputs read
+    m, k, axes_name = base + "_mask", base + "_count", base + "_axes"
+    initializers = [numpy_helper.from_array(keep.astype(dtype), m),
+                    numpy_helper.from_array(np.array(keep.sum(), dtype=dtype), k),
+                    numpy_helper.from_array(np.array(last, np.int64), axes_name)]
+
+    def reduce(op, x, out, keepdims=1):
+        """ReduceSum / ReduceSumSquare over the last axis: axes an input from opset 13 / 18."""
+        if opset >= (13 if op == "ReduceSum" else 18):
+            return helper.make_node(op, [x, axes_name], [out], keepdims=keepdims)
+        return helper.make_node(op, [x], [out], axes=last, keepdims=keepdims)
+
+    x, out = node.input[0], node.output[0]
+    if node.op_type == "ReduceMean":
         keepdims = int(_attr(node, "keepdims", 1))
-        out = node.output[0]
-        if node.op_type == "ReduceMean":
-            return [helper.make_node("Mul", [node.input[0], m], [base + "_x"]),
-                    reduce_sum("ReduceSum", base + "_x", base + "_sum", keepdims),
-                    helper.make_node("Div", [base + "_sum", k], [out])]
-        return [helper.make_node("Mul", [node.input[0], m], [base + "_x"]),
-                sum_square(base + "_x", base + "_sq", keepdims),
-                helper.make_node("Sqrt", [base + "_sq"], [out])]
-    # LayerNormalization(X, Scale, B?) over the last axis, the normalised output alone
-    axis = int(_attr(node, "axis", -1))
-    if axis % rank != rank - 1 or any(o for o in node.output[1:]):
-        return None
-    eps = np.array(_attr(node, "epsilon", 1e-5), dtype=dtype)
-    model.graph.initializer.append(numpy_helper.from_array(eps, base + "_eps"))
-    x = node.input[0]
+        return [helper.make_node("Mul", [x, m], [base + "_x"]),
+                reduce("ReduceSum", base + "_x", base + "_sum", keepdims),
+                helper.make_node("Div", [base + "_sum", k], [out])], initializers
+    if node.op_type == "ReduceL2":
+        keepdims = int(_attr(node, "keepdims", 1))
+        return [helper.make_node("Mul", [x, m], [base + "_x"]),
+                reduce("ReduceSumSquare", base + "_x", base + "_sq", keepdims),
+                helper.make_node("Sqrt", [base + "_sq"], [out])], initializers
+    initializers.append(numpy_helper.from_array(np.array(_attr(node, "epsilon", 1e-5), dtype=dtype), base + "_eps"))
     nodes = [helper.make_node("Mul", [x, m], [base + "_xm"]),
-             reduce_sum("ReduceSum", base + "_xm", base + "_s", 1),
+             reduce("ReduceSum", base + "_xm", base + "_s"),
              helper.make_node("Div", [base + "_s", k], [base + "_mean"]),
              helper.make_node("Sub", [x, base + "_mean"], [base + "_d"]),
              helper.make_node("Mul", [base + "_d", m], [base + "_dm"]),
-             sum_square(base + "_dm", base + "_ss", 1),
+             reduce("ReduceSumSquare", base + "_dm", base + "_ss"),
              helper.make_node("Div", [base + "_ss", k], [base + "_var"]),
              helper.make_node("Add", [base + "_var", base + "_eps"], [base + "_ve"]),
              helper.make_node("Sqrt", [base + "_ve"], [base + "_std"]),
              helper.make_node("Div", [base + "_d", base + "_std"], [base + "_n"])]
-    scaled = base + "_y" if len(node.input) > 2 and node.input[2] else node.output[0]
+    biased = len(node.input) > 2 and node.input[2]
+    scaled = base + "_y" if biased else out
     nodes.append(helper.make_node("Mul", [base + "_n", node.input[1]], [scaled]))
-    if scaled != node.output[0]:
-        nodes.append(helper.make_node("Add", [scaled, node.input[2]], [node.output[0]]))
-    return nodes
+    if biased:
+        nodes.append(helper.make_node("Add", [scaled, node.input[2]], [out]))
+    return nodes, initializers
