@@ -126,7 +126,8 @@ def cmd_prune(args) -> int:
                            input_shapes=_input_shapes(args), calibration=args.calibration,
                            calibration_samples=args.calibration_samples, repair=args.repair,
                            target_macs=args.target_macs, target_params=args.target_params,
-                           target_latency=args.target_latency, gqa_heads=args.gqa_heads)
+                           target_latency=args.target_latency, gqa_heads=args.gqa_heads,
+                           rotate=args.rotate)
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
@@ -402,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after pruning, refit what remains on the calibration data: 'lsq' (least squares "
                         "per consumer, bias folded in; auto's choice with --calibration), 'bias' (mean "
                         "compensation only) or 'none'; kept only if it lowers the held-out output error")
+    p.add_argument("--rotate", action="store_true",
+                   help="with --calibration: first rotate every residual stream read through RMSNorms "
+                        "into the principal axes of its calibration activations, norm scales folded "
+                        "into their readers (checked to leave the outputs unchanged; tied embeddings "
+                        "are untied), so pruning the hidden size removes the lowest-energy directions")
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels across groups instead of within each group")
     p.add_argument("--max-group-ratio", type=float, default=0.9,

@@ -231,6 +231,20 @@ def test_onnx_rotation_needs_calibration():
         graphprune.prune(_onnx(TwoLinear()), rotate=True)
 
 
+def test_cli_rotate(tmp_path, capsys):
+    """``--rotate`` on the CLI: the report names the rotated stream; without calibration, exit 2."""
+    src, out, report = tmp_path / "llama.onnx", tmp_path / "p.onnx", tmp_path / "r.json"
+    onnx.save(_tiny_llama_onnx(low_rank=48), src)
+    calib = tmp_path / "ids.npz"
+    np.savez(calib, ids=np.random.default_rng(1).integers(0, 128, (32, 16)))
+    assert main(["prune", str(src), "-o", str(out), "--ratio", "0.25", "--calibration", str(calib),
+                 "--rotate", "--report", str(report), "--quiet"]) == 0
+    (rotated,) = json.loads(report.read_text())["rotation"]["rotated"]
+    assert rotated["output_change"] < 1e-4
+    assert main(["prune", str(src), "-o", str(tmp_path / "q.onnx"), "--ratio", "0.25", "--rotate"]) == 2
+    assert "calibration" in capsys.readouterr().err and not (tmp_path / "q.onnx").exists()
+
+
 class ConvBN(nn.Module):
     def __init__(self):
         super().__init__()

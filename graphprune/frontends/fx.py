@@ -401,6 +401,8 @@ def build(module, gm: fx.GraphModule, tracer: str, example_inputs,
             continue
         if n.name in recorder.static and isinstance(info, TensorInfo):
             value = recorder.values[n.name]
+            if value.ndim and _translated(t, n, handler_for(t, n)):
+                continue
             t.constants[n.name] = value.detach().cpu().numpy()
             model.ir_name[n.name] = n.name
             if value.ndim:
@@ -435,6 +437,21 @@ def build(module, gm: fx.GraphModule, tracer: str, example_inputs,
     model.graph = graph
     model.fx_of_ir = {ir: fxn for fxn, ir in model.ir_name.items()}
     return model
+
+
+def _translated(t: Translator, n: fx.Node, handler) -> bool:
+    """Translate a tensor computed at trace time as a graph node (a fill from literal sizes)."""
+    if handler is None:
+        return False
+    start = len(t.nodes)
+    try:
+        handler(t, n)
+    except Untranslatable:
+        del t.nodes[start:]
+        return False
+    t.tensors.setdefault(n.name, t.rec.info[n.name])
+    t.model.ir_name.setdefault(n.name, n.name)
+    return True
 
 
 def _carries_tensor(info) -> bool:

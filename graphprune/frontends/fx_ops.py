@@ -24,6 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ir import TensorInfo
 from .fx import Binding, Translator, Untranslatable, _fetch, _target_name, build
 
 HANDLERS: dict[str, tuple] = {}
@@ -904,7 +905,7 @@ def getitem(t, n, c):
     if not t.is_tensor(source):  # an element of a tuple-valued call
         key = c.val("index")
         alias = f"{t.model.ir_name.get(source.name, source.name)}#{key}"
-        if alias not in t.tensors:
+        if alias not in t.tensors and not any(k.startswith(f"{alias}#") for k in t.tensors):  # nor a nested tuple
             raise Untranslatable(f"element {key} of '{source.name}' is unknown")
         t.model.ir_name[n.name] = alias
         return
@@ -1160,6 +1161,39 @@ def _module(t: Translator, n: fx.Node, m: nn.Module) -> None:
         raise Untranslatable(f"no translation for module {type(m).__name__}")
 
 
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def _recurrent_module(t: Translator, n: fx.Node, m: nn.RNNBase, x: str) -> None:
+    """``nn.LSTM``/``nn.GRU``/``nn.RNN`` as one ``TorchRecurrent`` node over the module's own
+    parameters (``weight_ih_l{k}[_reverse]``, ``weight_hh_l{k}``, biases; see the rule in
+    :mod:`graphprune.channels.rules.recurrent`). Its outputs are ``(output, h_n)`` or
+    ``(output, (h_n, c_n))``; an initial state, a projection or an unbatched input pins it."""
+    if m.mode not in RECURRENT_GATES:
+        raise Untranslatable(f"recurrent mode {m.mode}")
+    if getattr(m, "proj_size", 0):
+        raise Untranslatable("LSTM with proj_size")
+    if len(n.args) > 1 or any(v is not None for k, v in n.kwargs.items() if k != "input"):
+        raise Untranslatable("an initial state is given")
+    if len(t.shape(n.args[0] if n.args else next(iter(n.kwargs.values())))) != 3:
+        raise Untranslatable("unbatched input")
+    if m.training and m.dropout and m.num_layers > 1:
+        raise Untranslatable("dropout between layers in training mode")
+    suffixes = [""] + (["_reverse"] if m.bidirectional else [])
+    kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if m.bias else [])
+    params = [_param(t, n, f"{kind}_l{layer}{sfx}")
+              for layer in range(m.num_layers) for sfx in suffixes for kind in kinds]
+    info = t.info(n)
+    states = info[1] if isinstance(info[1], (tuple, list)) else [info[1]]
+    outputs = [t.output("0")] + ([t.output("1#0"), t.output("1#1")] if m.mode == "LSTM" else [t.output("1")])
+    t.tensors[outputs[0]] = info[0]
+    for name, state in zip(outputs[1:], states):
+        t.tensors[name] = TensorInfo(tuple(state.shape), info[0].dtype)
+    t.emit("TorchRecurrent", [x] + params, outputs, gates=RECURRENT_GATES[m.mode], layers=m.num_layers,
+           directions=len(suffixes), per_direction=len(kinds), hidden_size=m.hidden_size,
+           batch_first=int(m.batch_first))
+
+
 MODULE_UNARY = {
     "ReLU": "Relu", "SiLU": "Swish", "GELU": "Gelu", "Sigmoid": "Sigmoid", "Tanh": "Tanh",
     "Hardswish": "HardSwish", "Hardsigmoid": "HardSigmoid", "LeakyReLU": "LeakyRelu", "ELU": "Elu",
@@ -1171,8 +1205,10 @@ MODULE_UNARY = {k: v for k, v in MODULE_UNARY.items() if v}
 # -- dispatch --------------------------------------------------------------------------
 
 def handler_for(t: Translator, n: fx.Node):
-    if n.name in t.rec.static and isinstance(t.info(n), list):
-        return _static_tuple
+    if n.name in t.rec.static:
+        if isinstance(t.info(n), list):
+            return _static_tuple
+        return _fill_handler(t, n)  # a static tensor is a graph node only when it is a fill
     if n.op == "call_module":
         m = t.gm.get_submodule(n.target)
         return lambda t_, n_: _module(t_, n_, m)
@@ -1184,6 +1220,41 @@ def handler_for(t: Translator, n: fx.Node):
         return None
     fn, params = entry
     return lambda t_, n_: fn(t_, n_, Call(t_, n_, params))
+
+
+FILLS = {"zeros": 0, "ones": 1, "full": None, "new_zeros": 0, "new_ones": 1, "new_full": None}
+
+
+def _fill_handler(t: Translator, n: fx.Node):
+    """A tensor filled with one value from literal sizes (T5's ``torch.zeros((1, self.n_heads,
+    q, k))`` position bias where a layer has no relative bias) is translated as
+    ``ConstantOfShape``: every axis follows its size entry, so the heads axis is pruned
+    with the heads it is added to, and the literal is rewritten. Other tensors computed
+    at trace time stay constants with their axes pinned (None)."""
+    name = _target_name(n)
+    if name not in FILLS or n.op not in ("call_function", "call_method"):
+        return None
+    params = (["input"] if name.startswith("new_") else []) + \
+        (["size", "fill_value"] if name.endswith("full") else ["size*"])
+    return lambda t_, n_: fill(t_, n_, Call(t_, n_, params))
+
+
+def fill(t, n, c):
+    name = _target_name(n)
+    value = FILLS[name]
+    if value is None:
+        value = c.val("fill_value")
+    if not isinstance(value, (int, float, bool)):
+        raise Untranslatable("fill value computed at run time")
+    out = _out_shape(t)
+    sizes = _list(c.get("size"))
+    if len(sizes) != len(out):
+        raise Untranslatable("size given as one run-time value")
+    dtype = t.info(n).dtype or np.dtype("float32")
+    node = t.emit("ConstantOfShape", [t.constant(np.array(out, np.int64))], value=np.array([value], dtype))
+    for j, raw in enumerate(sizes):
+        if isinstance(raw, int):
+            t.bind(node, 0, j, c.path("size", j), out[j])
 
 
 def _static_tuple(t: Translator, n: fx.Node) -> None:
