@@ -44,13 +44,45 @@ class MaskedInterpreter(fx.Interpreter):
             return super().run_node(n)
         with self._set_current_node(n):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
+            weights = {}
             for source, axis, keep in masks:
+                if source.startswith(PARAMETER):
+                    weights[source[len(PARAMETER):]] = (axis, keep)
+                    continue
                 value = self.env[self.by_name[source]]
                 shape = [1] * value.dim()
                 shape[axis] = -1
                 masked = torch.where(keep.view(shape), value, torch.zeros((), dtype=value.dtype))
                 args, kwargs = pytree.tree_map(lambda a, v=value, m=masked: m if a is v else a, (args, kwargs))
+            if weights:
+                return _call_masked(self.fetch_attr(n.target), weights, args, kwargs)
             return getattr(self, n.op)(n.target, args, kwargs)
+
+
+PARAMETER = "param:"  # a mask source that is a leaf module's own parameter, not an fx node
+
+
+def _call_masked(module: torch.nn.Module, weights: dict, args, kwargs):
+    """Call ``module`` with removed channels of its own parameters zeroed: ``{name: (axis, keep)}``.
+
+    Zeroing column ``j`` of a contraction's weight is zeroing input ``j`` where it is consumed;
+    it is the only way to mask a contraction inside a leaf module (``weight_hh``, the recurrence
+    of ``nn.LSTM``)."""
+    masked = {}
+    for name, (axis, keep) in weights.items():
+        value = module.get_parameter(name)
+        shape = [1] * value.dim()
+        shape[axis] = -1
+        masked[name] = torch.where(keep.view(shape), value, torch.zeros((), dtype=value.dtype))
+    if isinstance(module, torch.nn.RNNBase):  # its forward reads the flat list, not the attributes
+        flat = [masked.get(n, w) for n, w in zip(module._flat_weights_names, module._flat_weights)]
+        saved = module._flat_weights
+        module._flat_weights = flat
+        try:
+            return module(*args, **kwargs)
+        finally:
+            module._flat_weights = saved
+    return torch.func.functional_call(module, masked, args, kwargs)
 
 
 def oracle(model: FxModel, plan, gm: fx.GraphModule | None = None) -> tuple[MaskedInterpreter, list[str]]:
@@ -70,6 +102,8 @@ def oracle_masks(model: FxModel, plan) -> dict[str, list]:
             continue
         source = model.fx_of_ir.get(c.tensor)
         consumer = model.origin[c.node]
+        if source is None and consumer.op == "call_module" and c.tensor in model.params:
+            source = PARAMETER + c.tensor[len(consumer.target) + 1:]  # a leaf module's own weight
         if source is None:
             raise RuntimeError(f"cannot place the oracle mask on '{c.tensor}' (consumed by {consumer.name})")
         keep = torch.zeros(table.sizes[c.dim], dtype=torch.bool)

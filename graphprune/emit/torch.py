@@ -225,6 +225,11 @@ def _update_attributes(model: FxModel, emission: TorchEmission) -> None:
             elif isinstance(m, nn.Embedding):
                 _set(m, "num_embeddings", int(m.weight.shape[0]), emission)
                 _set(m, "embedding_dim", int(m.weight.shape[1]), emission)
+            elif isinstance(m, nn.RNNBase) and any(f"{prefix}{w}" in emission.sliced for w in m._flat_weights_names):
+                _set(m, "hidden_size", int(m.weight_hh_l0.shape[1]), emission)
+                _set(m, "input_size", int(m.weight_ih_l0.shape[1]), emission)
+                m._init_flat_weights()  # forward reads this list of the (now sliced) parameters
+                emission.restore.insert(0, m._init_flat_weights)  # undone last: after the parameters
 
 
 def _current(model: FxModel, binding) -> int:
@@ -271,7 +276,7 @@ def _replace(obj, path, value):
 
 
 SELF_DESCRIBING = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.LayerNorm,
-                   nn.GroupNorm, nn.Embedding)
+                   nn.GroupNorm, nn.Embedding, nn.RNNBase)
 
 
 def stale_attributes(model: FxModel, emission: TorchEmission) -> list[str]:

@@ -904,6 +904,9 @@ def getitem(t, n, c):
     source = c.get("input")
     if not t.is_tensor(source):  # an element of a tuple-valued call
         key = c.val("index")
+        items = t.info(source)
+        if isinstance(key, int) and isinstance(items, (list, tuple)):
+            key %= len(items)  # state[-1]
         alias = f"{t.model.ir_name.get(source.name, source.name)}#{key}"
         if alias not in t.tensors and not any(k.startswith(f"{alias}#") for k in t.tensors):  # nor a nested tuple
             raise Untranslatable(f"element {key} of '{source.name}' is unknown")
@@ -1157,6 +1160,8 @@ def _module(t: Translator, n: fx.Node, m: nn.Module) -> None:
         _reshape(t, x)
     elif isinstance(m, nn.Upsample):
         t.emit("Resize", [x, "", "", t.constant(np.array(_out_shape(t), np.int64))], mode="linear")
+    elif isinstance(m, nn.RNNBase):
+        _recurrent_module(t, n, m, x)
     else:
         raise Untranslatable(f"no translation for module {type(m).__name__}")
 
@@ -1290,7 +1295,7 @@ def likely_opaque(gm: fx.GraphModule) -> int:
     return count
 
 
-KNOWN_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm,
+KNOWN_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.RNNBase,
                  nn.Embedding, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                  nn.Identity, nn.ReLU6, nn.Hardtanh, nn.Softmax, nn.LogSoftmax, nn.AdaptiveAvgPool1d,
                  nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,

@@ -77,3 +77,50 @@ def hidden_size(ctx):
     r = ctx.node.input(2)
     if ctx.changed(r, 2):
         ctx.node.set_attr("hidden_size", ctx.new_size(r, 2))
+
+
+@rule("TorchRecurrent")
+def torch_recurrent(ctx):
+    """``nn.LSTM``/``nn.GRU``/``nn.RNN`` on the torch path, over the module's own parameters:
+    inputs ``[x, weight_ih_l0, weight_hh_l0, (bias_ih_l0, bias_hh_l0), (…_reverse), …_l1…]``,
+    outputs ``output[…, dirs·H]``, ``h_n`` (and LSTM's ``c_n``) ``[layers·dirs, batch, H]``.
+
+    Each layer has its own hidden units: rows ``g·H + j`` of its ``weight_ih``/``weight_hh``/
+    biases (``gates`` blocks, any gate order) and column ``j`` of ``weight_hh``, the recurrence,
+    declared as a contraction of that parameter (the oracle zeroes the column). A layer above
+    the first reads ``dirs`` blocks of the units below through its ``weight_ih`` columns, also
+    a contraction of the parameter. The module has one ``hidden_size`` and its states stack
+    every layer on one axis, so all layers keep the same units."""
+    a = ctx.node.attrs
+    gates, layers, dirs, per = a["gates"], a["layers"], a["directions"], a["per_direction"]
+    hidden = a["hidden_size"]
+    x, params = ctx.node.input(0), list(ctx.node.inputs[1:])
+    y, states = ctx.node.outputs[0], [s for s in ctx.node.outputs[1:] if s]
+    batch_first = a["batch_first"] == 1
+    rank = ctx.rank(x)
+    units = [ctx.virtual("hidden units", hidden)] * layers
+    for k in range(layers):
+        for d in range(dirs):
+            base = 1 + (k * dirs + d) * per
+            w_ih, w_hh = params[base - 1], params[base]
+            ctx.blocks(ctx.dim(w_ih, 0), units[k], 1, gates)
+            ctx.blocks(ctx.dim(w_hh, 0), units[k], 1, gates)
+            ctx.same(ctx.dim(w_hh, 1), units[k])
+            ctx.contracts(base + 1, 1)  # weight_hh's columns: the recurrence
+            for bias in params[base + 1: base - 1 + per]:
+                ctx.blocks(ctx.dim(bias, 0), units[k], 1, gates)
+            if k == 0:
+                ctx.same(ctx.dim(x, rank - 1), ctx.dim(w_ih, 1))
+                if d == 0:  # one contraction of the input, whatever the directions
+                    ctx.contracts(0, rank - 1, weight=(base, 1, 0))
+            else:
+                ctx.blocks(ctx.dim(w_ih, 1), units[k - 1], 1, dirs)
+                ctx.contracts(base, 1)
+    seq, batch = (1, 0) if batch_first else (0, 1)
+    ctx.same(ctx.dim(y, seq), ctx.dim(x, seq))
+    ctx.same(ctx.dim(y, batch), ctx.dim(x, batch))
+    ctx.blocks(ctx.dim(y, 2), units[-1], 1, dirs)
+    for s in states:
+        ctx.pin(ctx.dim(s, 0), f"'{ctx.node.name}': layers × directions of the states are fixed")
+        ctx.same(ctx.dim(s, 1), ctx.dim(x, batch))
+        ctx.same(ctx.dim(s, 2), units[0])
