@@ -15,12 +15,15 @@ which attributes of the original classes now disagree with it).
 
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.utils import _pytree as pytree
 
 from ..channels.apply import apply_plan
 from ..frontends.fx import FxModel
@@ -89,8 +92,8 @@ def _emit(model: FxModel, graph, emission: TorchEmission, changed_keys) -> None:
         if "normalized_shape" in node.attrs and node.inputs[0] in graph.tensors:
             count = len(node.attrs["normalized_shape"])
             node.attrs["normalized_shape"] = list(graph.tensors[node.inputs[0]].shape[-count:])
-    _rewrite_literals(model, emission)
     changed = lambda arg, axis: (model.ir_name.get(getattr(arg, "name", ""), ""), axis) in changed_keys  # noqa: E731
+    _rewrite_literals(model, emission, _axis_changed(model, graph, changed_keys))
     for fixup in model.fixups:
         args = (changed, graph) if getattr(fixup, "needs_graph", False) else (changed,)
         if fixup(*args):
@@ -241,13 +244,95 @@ def _current(model: FxModel, binding) -> int:
     return int(node.attrs[binding.slot][binding.index])
 
 
-def _rewrite_literals(model: FxModel, emission: TorchEmission) -> None:
+def _axis_changed(model: FxModel, graph, changed_keys):
+    """``(fx tensor node, axis or None) -> bool``: did the prune change that axis (any axis)?"""
+    changed_tensors = {name for name, _ in changed_keys}
+
+    def changed(tensor: fx.Node, axis) -> bool:
+        name = model.ir_name.get(tensor.name, "")
+        if axis is None:
+            return name in changed_tensors
+        info = graph.tensors.get(name)
+        if axis < 0 and info is not None and info.shape is not None:
+            axis %= len(info.shape)
+        return (name, axis) in changed_keys
+    return changed
+
+
+def _rewrite_literals(model: FxModel, emission: TorchEmission, changed) -> None:
+    """Each bound size that the prune changed becomes its new literal. A size computed at run
+    time (``C // self.num_heads``) is also replaced when it reads a pruned axis, even if its
+    own value is unchanged: the expression would now compute something else."""
     for b in model.bindings:
         new = _current(model, b)
-        if new == b.old:
+        arg = _get_path(b.fx_node, b.path)
+        if new == b.old and not (isinstance(arg, fx.Node) and _reads_changed_axis(arg, changed)):
             continue
         _set_path(b.fx_node, b.path, new)
         emission.literals.append(f"{b.fx_node.name}: {b.old} -> {new}")
+
+
+SIZE_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
+                   operator.mod, operator.neg, operator.getitem, int, math.floor, math.ceil, math.prod}
+
+
+def _reads_changed_axis(size: fx.Node, changed) -> bool:
+    """Whether the run-time size ``size`` is computed from the size of an axis the prune changed.
+
+    Walks back through size arithmetic to the size queries (``x.shape[d]``, ``x.size(d)``,
+    ``sym_size(x, d)``); a query whose axis cannot be told (``x.numel()``, a whole shape)
+    counts as reading every axis of ``x``."""
+    stack, seen = [size], set()
+    while stack:
+        n = stack.pop()
+        if not isinstance(n, fx.Node) or n in seen:
+            continue
+        seen.add(n)
+        query = _size_query(n)
+        if query is not None:
+            if changed(*query):
+                return True
+            continue
+        if n.op == "call_function" and n.target in SIZE_ARITHMETIC:
+            stack.extend(a for a in pytree.tree_leaves((n.args, n.kwargs)) if isinstance(a, fx.Node))
+    return False
+
+
+def _size_query(n: fx.Node):
+    """``(tensor node, axis or None)`` when ``n`` reads a tensor's size, else None."""
+    def whole(m):
+        return (m.op == "call_function" and m.target is getattr and m.args[1:] == ("shape",)) or \
+            (m.op == "call_method" and m.target == "size" and len(m.args) == 1 and not m.kwargs)
+    if n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node) \
+            and whole(n.args[0]) and isinstance(n.args[1], int):
+        return n.args[0].args[0], n.args[1]
+    if whole(n):
+        return n.args[0], None
+    if n.op == "call_method" and n.target == "size":
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        return n.args[0], dim if isinstance(dim, int) else None
+    if n.op == "call_method" and n.target in ("numel", "nelement"):
+        return n.args[0], None
+    if n.op == "call_function" and getattr(n.target, "__name__", "") in ("sym_size.int", "sym_size") \
+            and len(n.args) > 1 and isinstance(n.args[1], int):
+        return n.args[0], n.args[1]
+    return None
+
+
+def _get_path(node: fx.Node, path: tuple):
+    where, key, *rest = path
+    if where == "args":
+        value = node.args[key] if key < len(node.args) else None
+    else:
+        value = node.kwargs.get(key)
+    for head in rest:
+        if isinstance(value, slice):
+            value = getattr(value, head)
+        elif isinstance(value, (list, tuple)) and isinstance(head, int) and head < len(value):
+            value = value[head]
+        else:
+            return None
+    return value
 
 
 def _set_path(node: fx.Node, path: tuple, value) -> None:
