@@ -55,6 +55,12 @@ def layer_norm(x, axis, keep, weight=None, bias=None, eps=1e-5):
     return y + bias if bias is not None else y
 
 
+def rms_norm(x, axis, keep, weight=None, eps=None):
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    y = x / torch.sqrt((x * x * _mask_like(keep, x, axis)).sum(axis, keepdim=True) / keep.sum() + eps)
+    return y * weight if weight is not None else y
+
+
 def _axes(dims, x) -> list[int]:
     dims = [dims] if isinstance(dims, int) else list(dims or [])
     return [d % x.dim() for d in dims]
@@ -77,6 +83,8 @@ def evaluate(root: nn.Module, node, args, kwargs, axis: int, keep: torch.Tensor)
         module = _fetch(root, node.target)
         if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
             return layer_norm(x, axis, keep, module.weight, module.bias, module.eps)
+        if isinstance(module, nn.RMSNorm) and len(module.normalized_shape) == 1:
+            return rms_norm(x, axis, keep, module.weight, module.eps)
         return None
     if name == "layer_norm":
         shape = args[1] if len(args) > 1 else kwargs.get("normalized_shape")
@@ -86,6 +94,11 @@ def evaluate(root: nn.Module, node, args, kwargs, axis: int, keep: torch.Tensor)
         bias = args[3] if len(args) > 3 else kwargs.get("bias")
         eps = args[4] if len(args) > 4 else kwargs.get("eps", 1e-5)
         return layer_norm(x, axis, keep, weight, bias, eps)
+    if name == "rms_norm":  # (input, normalized_shape, weight, eps)
+        shape = args[1] if len(args) > 1 else kwargs.get("normalized_shape")
+        weight = args[2] if len(args) > 2 else kwargs.get("weight")
+        eps = args[3] if len(args) > 3 else kwargs.get("eps")
+        return rms_norm(x, axis, keep, weight, eps) if len(shape) == 1 else None
     if name == "linalg_vector_norm":  # (input, ord, dim, keepdim)
         order = args[1] if len(args) > 1 else kwargs.get("ord", 2)
         dims = args[2] if len(args) > 2 else kwargs.get("dim")
@@ -132,6 +145,6 @@ def norm_masks(model: FxModel, plan) -> tuple[dict[str, tuple[int, torch.Tensor]
     return masks, uncovered
 
 
-HANDLED = ("layer_norm", "mean", "var", "std", "linalg_vector_norm")
+HANDLED = ("layer_norm", "rms_norm", "mean", "var", "std", "linalg_vector_norm")
 
-__all__ = ["evaluate", "norm_masks", "layer_norm"]
+__all__ = ["evaluate", "norm_masks", "layer_norm", "rms_norm"]

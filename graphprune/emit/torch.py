@@ -221,7 +221,7 @@ def _update_attributes(model: FxModel, emission: TorchEmission) -> None:
                 ref = m.weight if m.weight is not None else m.running_mean
                 if ref is not None:
                     _set(m, "num_features", int(ref.shape[0]), emission)
-            elif isinstance(m, nn.LayerNorm) and m.weight is not None:
+            elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)) and m.weight is not None:
                 _set(m, "normalized_shape", tuple(int(s) for s in m.weight.shape), emission)
             elif isinstance(m, nn.GroupNorm) and m.weight is not None:
                 _set(m, "num_channels", int(m.weight.shape[0]), emission)
@@ -361,7 +361,7 @@ def _replace(obj, path, value):
 
 
 SELF_DESCRIBING = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.LayerNorm,
-                   nn.GroupNorm, nn.Embedding, nn.RNNBase)
+                   nn.GroupNorm, nn.Embedding, nn.RNNBase, nn.RMSNorm)
 
 
 def stale_attributes(model: FxModel, emission: TorchEmission) -> list[str]:

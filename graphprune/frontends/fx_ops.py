@@ -384,6 +384,45 @@ def layer_norm(t, n, c):
     del rank
 
 
+@op("rms_norm", params="input normalized_shape weight eps")
+def rms_norm(t, n, c):
+    """``x / √(mean(x²) + ε) · γ`` over the last ``len(normalized_shape)`` axes (ε defaults to the
+    dtype's machine epsilon, as in torch). Decomposed as Hugging Face's RMSNorm is traced, so the
+    rules and the RMS-norm analysis (:mod:`graphprune.rms_norms`) see the same pattern."""
+    shape = _ints(c.val("normalized_shape"))
+    eps = c.val("eps")
+    weight = c.tensor("weight") if c.get("weight") is not None else None
+    node = _rms_norm(t, c.get("input"), len(shape), eps, weight)
+    for j, raw in enumerate(_list(c.get("normalized_shape"))):
+        if raw is not None:
+            t.bind(node, "normalized_shape", j, c.path("normalized_shape", j), shape[j])
+
+
+def _rms_norm(t, source: fx.Node, count: int, eps, weight: str | None):
+    """Emit the RMSNorm decomposition of ``source``; returns the ReduceMean node (it carries
+    ``normalized_shape``)."""
+    shape, dtype, x = t.shape(source), t.info(source).dtype, t.tensor(source)
+    if dtype is None or dtype.kind != "f":
+        raise Untranslatable("rms_norm of a non-float tensor")
+    eps = float(np.finfo(dtype).eps) if eps is None else float(eps)
+    axes = list(range(len(shape) - count, len(shape)))
+    kept = tuple(1 if a in axes else s for a, s in enumerate(shape))
+    square, mean, shifted, root = (_temp(t, k, sh, dtype) for k, sh in (
+        ("squared", shape), ("mean_square", kept), ("shifted", kept), ("rms", kept)))
+    t.emit("Mul", [x, x], square)
+    node = t.emit("ReduceMean", [square], mean, axes=axes, keepdims=1)
+    node.attrs["normalized_shape"] = list(shape[-count:])
+    t.emit("Add", [mean, t.constant(np.array(eps, dtype))], shifted)
+    t.emit("Sqrt", [shifted], root)
+    if weight is None:
+        t.emit("Div", [x, root])
+        return node
+    normalised = _temp(t, "normalised", shape, dtype)
+    t.emit("Div", [x, root], normalised)
+    t.emit("Mul", [normalised, weight])
+    return node
+
+
 def _list(raw):
     """Elements of a literal list argument; a list computed at run time (an fx node) has none to rewrite."""
     if isinstance(raw, fx.Node):
@@ -417,10 +456,28 @@ def unary(t, n, c):
         raise Untranslatable("dropout in training mode")
     if name in ("clamp", "clamp_min", "clamp_max") and any(
             t.is_tensor(a) for a in list(n.args[1:]) + list(n.kwargs.values())):
-        raise Untranslatable("clamp by a tensor")
+        return _clamp_by_tensors(t, n, c, name)
     if name in ("to", "type_as") and _out_shape(t) != t.shape(c.get("input")):
         raise Untranslatable("conversion changes the shape")
     t.emit(UNARY[name], [c.tensor()])
+
+
+def _clamp_by_tensors(t, n, c, name):
+    """``clamp(x, lo, hi)`` with tensor bounds is ``Min(Max(x, lo), hi)``, both broadcasting."""
+    args = list(n.args[1:])
+    if name == "clamp":
+        lo = n.kwargs.get("min", args[0] if args else None)
+        hi = n.kwargs.get("max", args[1] if len(args) > 1 else None)
+    else:
+        bound = n.kwargs.get(name[-3:], args[0] if args else None)
+        lo, hi = (bound, None) if name == "clamp_min" else (None, bound)
+    x = c.raw["input"]
+    steps = [(op, bound) for op, bound in (("Max", lo), ("Min", hi)) if bound is not None]
+    current = c.tensor()
+    for k, (op, bound) in enumerate(steps):
+        out = t.output() if k == len(steps) - 1 else _temp(t, "clamped", _out_shape(t), t.info(x).dtype)
+        t.emit(op, [current, _operand(t, bound, x)], out)
+        current = out
 
 
 BINARY = {"add": "Add", "iadd": "Add", "add_": "Add", "sub": "Sub", "isub": "Sub", "sub_": "Sub",
@@ -1132,6 +1189,8 @@ def _module(t: Translator, n: fx.Node, m: nn.Module) -> None:
         inputs = [x] + [p for p in (opt("weight"), opt("bias")) if p]
         node = t.emit("LayerNormalization", inputs, axis=-len(m.normalized_shape), epsilon=float(m.eps))
         node.attrs["normalized_shape"] = list(m.normalized_shape)
+    elif isinstance(m, nn.RMSNorm):
+        _rms_norm(t, n.args[0], len(m.normalized_shape), m.eps, opt("weight") or None)
     elif isinstance(m, nn.Embedding):
         if m.max_norm is not None:
             raise Untranslatable("embedding with max_norm renormalises rows")
@@ -1295,7 +1354,7 @@ def likely_opaque(gm: fx.GraphModule) -> int:
     return count
 
 
-KNOWN_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.RNNBase,
+KNOWN_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.RNNBase, nn.RMSNorm,
                  nn.Embedding, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                  nn.Identity, nn.ReLU6, nn.Hardtanh, nn.Softmax, nn.LogSoftmax, nn.AdaptiveAvgPool1d,
                  nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
