@@ -1258,6 +1258,40 @@ def _recurrent_module(t: Translator, n: fx.Node, m: nn.RNNBase, x: str) -> None:
            batch_first=int(m.batch_first))
 
 
+@op("lstm", "gru", "rnn_tanh", "rnn_relu",
+    params="input hx params has_biases num_layers dropout train bidirectional batch_first")
+def recurrent_call(t, n, c):
+    """``aten.lstm/gru/rnn_*.input`` (an ``nn.LSTM`` as ``torch.export`` lowers it) as the same
+    ``TorchRecurrent`` node as the module, its zero initial states as extra inputs whose hidden
+    axis follows the units (their size literal is rewritten). A given state, a projection or a
+    packed sequence pins it."""
+    name = _target_name(n)
+    mode = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}[name]
+    x, hx, params = c.get("input"), c.get("hx"), c.get("params")
+    if not t.is_tensor(x) or not isinstance(params, (list, tuple)):
+        raise Untranslatable("a packed sequence")
+    states = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+    if not all(isinstance(s, fx.Node) and s.name in t.rec.static and not torch.count_nonzero(t.value(s))
+               for s in states):
+        raise Untranslatable("an initial state is given")
+    if len(t.shape(x)) != 3:
+        raise Untranslatable("unbatched input")
+    layers, dirs = int(c.val("num_layers")), 2 if c.val("bidirectional") else 1
+    if c.val("train") and c.val("dropout") and layers > 1:
+        raise Untranslatable("dropout between layers in training mode")
+    per = 4 if c.val("has_biases") else 2
+    if len(params) != layers * dirs * per:
+        raise Untranslatable("LSTM with proj_size")
+    hidden = int(t.shape(params[1])[1])
+    info = t.info(n)
+    outputs = [t.output(str(k)) for k in range(len(info))]
+    for out, value in zip(outputs, info):
+        t.tensors[out] = value
+    t.emit("TorchRecurrent", [t.tensor(x)] + [t.tensor(p) for p in params] + [t.tensor(s) for s in states],
+           outputs, gates=RECURRENT_GATES[mode], layers=layers, directions=dirs, per_direction=per,
+           hidden_size=hidden, batch_first=int(bool(c.val("batch_first"))), initial_states=len(states))
+
+
 MODULE_UNARY = {
     "ReLU": "Relu", "SiLU": "Swish", "GELU": "Gelu", "Sigmoid": "Sigmoid", "Tanh": "Tanh",
     "Hardswish": "HardSwish", "Hardsigmoid": "HardSigmoid", "LeakyReLU": "LeakyRelu", "ELU": "Elu",

@@ -119,3 +119,56 @@ def test_timm_sequencer_prunes_its_lstms():
     assert lstm.hidden_size == 8 and lstm.weight_hh_l0.shape == (32, 8)
     assert result.report["params"][1] < 0.6 * result.report["params"][0]
     assert result.model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+class ExportOnlyTagger(Tagger):
+    """The same tagger with control flow on a size, so only ``torch.export`` traces it
+    (``aten.lstm.input`` and friends, zero initial states built in the graph)."""
+
+    def forward(self, x):
+        if x.size(-1) != 6:
+            return x
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_the_export_path_prunes_the_aten_recurrent_call(mode, bidirectional):
+    torch.manual_seed(4)
+    model = ExportOnlyTagger(mode, 2, bidirectional, True, use_state=True).eval()
+    original = copy.deepcopy(model)
+    x = torch.randn(2, 5, 6)
+    result = graphprune.prune(model, 0.5, example_inputs=(x,))
+    assert result.report["torch"]["tracer"] == "torch.export"
+    assert result.report["torch"]["untranslated_calls"] == []
+    assert result.verification.status == "exact"
+    assert result.model.rnn.hidden_size == 8
+    units = kept(result, "rnn.weight_hh_l0", 1)
+    assert units == kept(result, "rnn.weight_hh_l1", 1)
+    with torch.no_grad():  # the original with the removed units cut off, at another batch and length
+        removed = sorted(set(range(16)) - set(units))
+        features = sorted(set(range(12)) - set(kept(result, "rnn.weight_ih_l0", 1)))
+        dirs = 2 if bidirectional else 1
+        for suffix in ["", "_reverse"][:dirs]:
+            for layer in (0, 1):
+                getattr(original.rnn, f"weight_hh_l{layer}{suffix}")[:, removed] = 0
+            getattr(original.rnn, f"weight_ih_l0{suffix}")[:, features] = 0
+            getattr(original.rnn, f"weight_ih_l1{suffix}")[:, [d * 16 + j for d in range(dirs) for j in removed]] = 0
+        original.head.weight[:, [d * 16 + j for d in range(dirs) for j in removed]] = 0
+        original.state_head.weight[:, removed] = 0
+        other = torch.randn(3, 9, 6)
+        torch.testing.assert_close(result.model(other), original(other), rtol=1e-5, atol=1e-5)
+
+
+def test_the_export_path_pins_a_given_initial_state():
+    class Given(WithInitialState):
+        def forward(self, x):
+            if x.size(-1) != 6:
+                return x
+            return super().forward(x)
+
+    torch.manual_seed(5)
+    result = graphprune.prune(Given().eval(), 0.5, example_inputs=(torch.randn(2, 4, 6),))
+    assert result.report["torch"]["tracer"] == "torch.export"
+    assert result.model.rnn.hidden_size == 8
+    assert any("initial state" in call for call in result.report["torch"]["untranslated_calls"])

@@ -90,11 +90,13 @@ def torch_recurrent(ctx):
     declared as a contraction of that parameter (the oracle zeroes the column). A layer above
     the first reads ``dirs`` blocks of the units below through its ``weight_ih`` columns, also
     a contraction of the parameter. The module has one ``hidden_size`` and its states stack
-    every layer on one axis, so all layers keep the same units."""
+    every layer on one axis, so all layers keep the same units. On the ``torch.export`` path the
+    zero initial states ``[layers·dirs, batch, H]`` follow as extra inputs."""
     a = ctx.node.attrs
     gates, layers, dirs, per = a["gates"], a["layers"], a["directions"], a["per_direction"]
     hidden = a["hidden_size"]
-    x, params = ctx.node.input(0), list(ctx.node.inputs[1:])
+    x, params = ctx.node.input(0), list(ctx.node.inputs[1:1 + layers * dirs * per])
+    initial = list(ctx.node.inputs[1 + layers * dirs * per:])  # torch.export's zero states
     y, states = ctx.node.outputs[0], [s for s in ctx.node.outputs[1:] if s]
     batch_first = a["batch_first"] == 1
     rank = ctx.rank(x)
@@ -120,7 +122,7 @@ def torch_recurrent(ctx):
     ctx.same(ctx.dim(y, seq), ctx.dim(x, seq))
     ctx.same(ctx.dim(y, batch), ctx.dim(x, batch))
     ctx.blocks(ctx.dim(y, 2), units[-1], 1, dirs)
-    for s in states:
+    for s in states + initial:
         ctx.pin(ctx.dim(s, 0), f"'{ctx.node.name}': layers × directions of the states are fixed")
         ctx.same(ctx.dim(s, 1), ctx.dim(x, batch))
         ctx.same(ctx.dim(s, 2), units[0])
