@@ -93,7 +93,7 @@ def _emit(model: FxModel, graph, emission: TorchEmission, changed_keys) -> None:
             count = len(node.attrs["normalized_shape"])
             node.attrs["normalized_shape"] = list(graph.tensors[node.inputs[0]].shape[-count:])
     changed = lambda arg, axis: (model.ir_name.get(getattr(arg, "name", ""), ""), axis) in changed_keys  # noqa: E731
-    _rewrite_literals(model, emission, _axis_changed(model, graph, changed_keys))
+    _rewrite_literals(model, emission, _size_reader(model, graph, changed_keys))
     for fixup in model.fixups:
         args = (changed, graph) if getattr(fixup, "needs_graph", False) else (changed,)
         if fixup(*args):
@@ -244,9 +244,24 @@ def _current(model: FxModel, binding) -> int:
     return int(node.attrs[binding.slot][binding.index])
 
 
-def _axis_changed(model: FxModel, graph, changed_keys):
-    """``(fx tensor node, axis or None) -> bool``: did the prune change that axis (any axis)?"""
+class _Unknown(Exception):
+    """A size expression the emitter cannot evaluate."""
+
+
+def _size_reader(model: FxModel, graph, changed_keys):
+    """``size(fx node) -> (reads a changed axis?, value it computes after the prune)``.
+
+    A bound fx size that is computed at run time (``C // self.num_heads``, ``N * C``) is walked
+    back through size arithmetic to its size queries (``x.shape[d]``, ``x.size(d)``,
+    ``sym_size``, ``numel``), whose values after the prune are the IR's new shapes. The value
+    is None when some step is not plain size arithmetic."""
     changed_tensors = {name for name, _ in changed_keys}
+
+    def shape_of(tensor: fx.Node) -> tuple:
+        info = graph.tensors.get(model.ir_name.get(tensor.name, ""))
+        if info is None or info.shape is None:
+            raise _Unknown(tensor.name)
+        return tuple(int(s) for s in info.shape)
 
     def changed(tensor: fx.Node, axis) -> bool:
         name = model.ir_name.get(tensor.name, "")
@@ -256,17 +271,52 @@ def _axis_changed(model: FxModel, graph, changed_keys):
         if axis < 0 and info is not None and info.shape is not None:
             axis %= len(info.shape)
         return (name, axis) in changed_keys
-    return changed
+
+    def evaluate(n, reads: list):
+        if not isinstance(n, fx.Node):
+            if isinstance(n, (list, tuple)):
+                return type(n)(evaluate(a, reads) for a in n)
+            return n
+        query = _size_query(n)
+        if query is not None:
+            kind, tensor, axis = query
+            reads.append(changed(tensor, axis))
+            if kind == "opaque":
+                raise _Unknown(n.name)
+            shape = shape_of(tensor)
+            if kind == "numel":
+                return math.prod(shape)
+            return torch.Size(shape) if axis is None else shape[axis]
+        if n.op == "call_function" and n.target in SIZE_ARITHMETIC:
+            args = [evaluate(a, reads) for a in n.args]
+            kwargs = {k: evaluate(v, reads) for k, v in n.kwargs.items()}
+            return n.target(*args, **kwargs)
+        raise _Unknown(n.name)
+
+    def read(size: fx.Node) -> tuple[bool, object]:
+        reads: list = []
+        try:
+            value = evaluate(size, reads)
+        except (_Unknown, TypeError, IndexError, ValueError, ZeroDivisionError):
+            return _reads_changed_axis(size, changed), None
+        return any(reads), value
+    return read
 
 
-def _rewrite_literals(model: FxModel, emission: TorchEmission, changed) -> None:
+def _rewrite_literals(model: FxModel, emission: TorchEmission, read_size) -> None:
     """Each bound size that the prune changed becomes its new literal. A size computed at run
-    time (``C // self.num_heads``) is also replaced when it reads a pruned axis, even if its
-    own value is unchanged: the expression would now compute something else."""
+    time is left to compute when, recomputed from the pruned shapes, it gives the new size
+    (``N * C``: it stays valid at every length); otherwise it is replaced by the literal, also
+    when its own value is unchanged but it reads a pruned axis (``C // self.num_heads`` with the
+    hidden size pruned and the head size kept would compute something else)."""
     for b in model.bindings:
         new = _current(model, b)
         arg = _get_path(b.fx_node, b.path)
-        if new == b.old and not (isinstance(arg, fx.Node) and _reads_changed_axis(arg, changed)):
+        if isinstance(arg, fx.Node):
+            reads_changed, value = read_size(arg)
+            if value == new if reads_changed else new == b.old:
+                continue
+        elif new == b.old:
             continue
         _set_path(b.fx_node, b.path, new)
         emission.literals.append(f"{b.fx_node.name}: {b.old} -> {new}")
@@ -277,11 +327,8 @@ SIZE_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, 
 
 
 def _reads_changed_axis(size: fx.Node, changed) -> bool:
-    """Whether the run-time size ``size`` is computed from the size of an axis the prune changed.
-
-    Walks back through size arithmetic to the size queries (``x.shape[d]``, ``x.size(d)``,
-    ``sym_size(x, d)``); a query whose axis cannot be told (``x.numel()``, a whole shape)
-    counts as reading every axis of ``x``."""
+    """Whether the run-time size ``size`` reads the size of an axis the prune changed (a query
+    whose axis cannot be told counts as reading every axis of its tensor)."""
     stack, seen = [size], set()
     while stack:
         n = stack.pop()
@@ -290,7 +337,7 @@ def _reads_changed_axis(size: fx.Node, changed) -> bool:
         seen.add(n)
         query = _size_query(n)
         if query is not None:
-            if changed(*query):
+            if changed(*query[1:]):
                 return True
             continue
         if n.op == "call_function" and n.target in SIZE_ARITHMETIC:
@@ -299,23 +346,25 @@ def _reads_changed_axis(size: fx.Node, changed) -> bool:
 
 
 def _size_query(n: fx.Node):
-    """``(tensor node, axis or None)`` when ``n`` reads a tensor's size, else None."""
+    """``(kind, tensor node, axis or None)`` when ``n`` reads a tensor's size, else None;
+    kind is ``size`` (one axis, or the whole shape when axis is None), ``numel``, or ``opaque``
+    (an axis computed at run time: it may be any)."""
     def whole(m):
         return (m.op == "call_function" and m.target is getattr and m.args[1:] == ("shape",)) or \
             (m.op == "call_method" and m.target == "size" and len(m.args) == 1 and not m.kwargs)
     if n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node) \
             and whole(n.args[0]) and isinstance(n.args[1], int):
-        return n.args[0].args[0], n.args[1]
+        return "size", n.args[0].args[0], n.args[1]
     if whole(n):
-        return n.args[0], None
+        return "size", n.args[0], None
     if n.op == "call_method" and n.target == "size":
         dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
-        return n.args[0], dim if isinstance(dim, int) else None
+        return ("size" if isinstance(dim, int) else "opaque"), n.args[0], dim if isinstance(dim, int) else None
     if n.op == "call_method" and n.target in ("numel", "nelement"):
-        return n.args[0], None
+        return "numel", n.args[0], None
     if n.op == "call_function" and getattr(n.target, "__name__", "") in ("sym_size.int", "sym_size") \
             and len(n.args) > 1 and isinstance(n.args[1], int):
-        return n.args[0], n.args[1]
+        return "size", n.args[0], n.args[1]
     return None
 
 
