@@ -92,8 +92,8 @@ def _emit(model: FxModel, graph, emission: TorchEmission, changed_keys) -> None:
         if "normalized_shape" in node.attrs and node.inputs[0] in graph.tensors:
             count = len(node.attrs["normalized_shape"])
             node.attrs["normalized_shape"] = list(graph.tensors[node.inputs[0]].shape[-count:])
-    changed = lambda arg, axis: (model.ir_name.get(getattr(arg, "name", ""), ""), axis) in changed_keys  # noqa: E731
-    _rewrite_literals(model, emission, _size_reader(model, graph, changed_keys))
+    changed = _axis_changed(model, graph, changed_keys)
+    _rewrite_literals(model, emission, _size_reader(model, graph, changed))
     for fixup in model.fixups:
         args = (changed, graph) if getattr(fixup, "needs_graph", False) else (changed,)
         if fixup(*args):
@@ -248,29 +248,34 @@ class _Unknown(Exception):
     """A size expression the emitter cannot evaluate."""
 
 
-def _size_reader(model: FxModel, graph, changed_keys):
-    """``size(fx node) -> (reads a changed axis?, value it computes after the prune)``.
-
-    A bound fx size that is computed at run time (``C // self.num_heads``, ``N * C``) is walked
-    back through size arithmetic to its size queries (``x.shape[d]``, ``x.size(d)``,
-    ``sym_size``, ``numel``), whose values after the prune are the IR's new shapes. The value
-    is None when some step is not plain size arithmetic."""
+def _axis_changed(model: FxModel, graph, changed_keys):
+    """``changed(fx tensor node, axis) -> bool``: did the prune resize that axis (any axis when
+    ``axis`` is None; negative axes count from the end)?"""
     changed_tensors = {name for name, _ in changed_keys}
 
-    def shape_of(tensor: fx.Node) -> tuple:
-        info = graph.tensors.get(model.ir_name.get(tensor.name, ""))
-        if info is None or info.shape is None:
-            raise _Unknown(tensor.name)
-        return tuple(int(s) for s in info.shape)
-
-    def changed(tensor: fx.Node, axis) -> bool:
-        name = model.ir_name.get(tensor.name, "")
+    def changed(tensor, axis) -> bool:
+        name = model.ir_name.get(getattr(tensor, "name", ""), "")
         if axis is None:
             return name in changed_tensors
         info = graph.tensors.get(name)
         if axis < 0 and info is not None and info.shape is not None:
             axis %= len(info.shape)
         return (name, axis) in changed_keys
+    return changed
+
+
+def _size_reader(model: FxModel, graph, changed):
+    """``size(fx node) -> (reads a changed axis?, value it computes after the prune)``.
+
+    A bound fx size that is computed at run time (``C // self.num_heads``, ``N * C``) is walked
+    back through size arithmetic to its size queries (``x.shape[d]``, ``x.size(d)``,
+    ``sym_size``, ``numel``), whose values after the prune are the IR's new shapes. The value
+    is None when some step is not plain size arithmetic."""
+    def shape_of(tensor: fx.Node) -> tuple:
+        info = graph.tensors.get(model.ir_name.get(tensor.name, ""))
+        if info is None or info.shape is None:
+            raise _Unknown(tensor.name)
+        return tuple(int(s) for s in info.shape)
 
     def evaluate(n, reads: list):
         if not isinstance(n, fx.Node):
