@@ -107,9 +107,11 @@ class Pass:
         """Lossless passes must reproduce their input; override for lossy ones."""
         return compare(before, after, input_shapes=input_shapes)
 
-    def __call__(self, graph: Graph, verify: bool = False) -> PassResult:
+    def __call__(self, graph: Graph, verify: bool = False, measured: tuple | None = None) -> PassResult:
+        """Run the pass (and its check); ``measured``: the graph's (nodes, params, MACs) when the
+        caller already knows them (the previous pass's result), as counting MACs walks every node."""
         before_proto = to_onnx(graph, infer=False) if verify else None
-        nodes0, params0, macs0 = _measure(graph)
+        nodes0, params0, macs0 = measured or _measure(graph)
         start = time.perf_counter()
         with step(self.name):
             details = self.apply(graph) or {}
@@ -175,17 +177,21 @@ class Pipeline(Pass):
     def lossless(self) -> bool:  # type: ignore[override]
         return all(p.lossless for p in self.passes)
 
-    def __call__(self, graph: Graph, verify: bool = False) -> PassResult:
-        nodes0, params0, macs0 = _measure(graph)
+    def __call__(self, graph: Graph, verify: bool = False, measured: tuple | None = None) -> PassResult:
+        nodes0, params0, macs0 = current = measured or _measure(graph)
         start = time.perf_counter()
         children: list[PassResult] = []
         for _ in range(self.max_iterations if self.fixed_point else 1):
-            round_results = [p(graph, verify=verify) for p in self.passes]
+            round_results = []
+            for p in self.passes:
+                round_results.append(p(graph, verify=verify, measured=current))
+                last = round_results[-1]
+                current = (last.nodes[1], last.params[1], last.macs[1])
             children.extend(round_results)
             if not any(r.modified for r in round_results):
                 break
         modified = any(c.modified for c in children)
-        nodes1, params1, macs1 = _measure(graph) if modified else (nodes0, params0, macs0)
+        nodes1, params1, macs1 = current
         return PassResult(self.name, modified, (nodes0, nodes1), (params0, params1), (macs0, macs1),
                           time.perf_counter() - start, {}, None, children)
 
