@@ -8,6 +8,8 @@ constants of the IR exactly like initializers.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from pathlib import Path
 
@@ -137,6 +139,30 @@ def _fast_resize_inference():
     return FastResizeInference
 
 
+@contextlib.contextmanager
+def _printed_once():
+    """sympy prints each size expression once while onnxruntime's inference runs: it turns the
+    same nested ``floor`` expressions into dim names again for every node that meets them."""
+    import sympy
+
+    original = sympy.Basic.__str__
+    printed: dict = {}
+
+    def cached(expr):
+        try:
+            return printed[expr]
+        except KeyError:
+            printed[expr] = text = original(expr)
+            return text
+        except TypeError:  # unhashable: print it
+            return original(expr)
+    sympy.Basic.__str__ = cached
+    try:
+        yield
+    finally:
+        sympy.Basic.__str__ = original
+
+
 def _symbolic_inference(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
     """onnxruntime's symbolic shape inference (sympy): sizes computed from dynamic axes
     become expressions of the input symbols, and symbols that must be equal are merged.
@@ -154,10 +180,11 @@ def _symbolic_inference(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
         inference = inference_class(2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0)
         inference._preprocess(skeleton)
-        for _ in range(SYMBOLIC_ROUNDS):  # each round re-infers the graph with the merges found
-            if not inference.run_:
-                break
-            inference._infer_impl()
+        with _printed_once():
+            for _ in range(SYMBOLIC_ROUNDS):  # each round re-infers the graph with the merges found
+                if not inference.run_:
+                    break
+                inference._infer_impl()
         inference._update_output_from_vi()
         return inference.out_mp_
     except Exception:  # any failure inside it: fall back to ONNX's own inference
