@@ -99,6 +99,14 @@ def evaluate(root: nn.Module, node, args, kwargs, axis: int, keep: torch.Tensor)
         weight = args[2] if len(args) > 2 else kwargs.get("weight")
         eps = args[3] if len(args) > 3 else kwargs.get("eps")
         return rms_norm(x, axis, keep, weight, eps) if len(shape) == 1 else None
+    if name == "normalize":  # (input, p, dim, eps)
+        order = args[1] if len(args) > 1 else kwargs.get("p", 2.0)
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", 1)
+        eps = args[3] if len(args) > 3 else kwargs.get("eps", 1e-12)
+        if order not in (2, 2.0) or dim % x.dim() != axis:
+            return None
+        norm = torch.sqrt(((x * _mask_like(keep, x, axis)) ** 2).sum(axis, keepdim=True))
+        return x / norm.clamp_min(eps)
     if name == "linalg_vector_norm":  # (input, ord, dim, keepdim)
         order = args[1] if len(args) > 1 else kwargs.get("ord", 2)
         dims = args[2] if len(args) > 2 else kwargs.get("dim")
@@ -145,6 +153,6 @@ def norm_masks(model: FxModel, plan) -> tuple[dict[str, tuple[int, torch.Tensor]
     return masks, uncovered
 
 
-HANDLED = ("layer_norm", "rms_norm", "mean", "var", "std", "linalg_vector_norm")
+HANDLED = ("layer_norm", "rms_norm", "normalize", "mean", "var", "std", "linalg_vector_norm")
 
 __all__ = ["evaluate", "norm_masks", "layer_norm", "rms_norm"]

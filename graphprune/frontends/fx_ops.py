@@ -1106,6 +1106,21 @@ def vector_norm(t, n, c):
            keepdims=int(bool(c.val("keepdim", False))))
 
 
+@op("normalize", params="input p dim eps")
+def normalize(t, n, c):
+    """``F.normalize``: ``x / max(‖x‖_p, ε)`` over ``dim`` (p = 1 or 2), as ReduceL2/L1, Max, Div."""
+    order = c.val("p", 2.0)
+    if order not in (1, 1.0, 2, 2.0):
+        raise Untranslatable(f"normalize with p={order}")
+    shape, dtype = t.shape(c.get("input")), t.info(c.get("input")).dtype
+    axis = c.val("dim", 1) % len(shape)
+    kept = tuple(1 if a == axis else d for a, d in enumerate(shape))
+    norm, floored = _temp(t, "norm", kept, dtype), _temp(t, "norm_floored", kept, dtype)
+    t.emit("ReduceL2" if order in (2, 2.0) else "ReduceL1", [c.tensor()], norm, axes=[axis], keepdims=1)
+    t.emit("Max", [norm, t.constant(np.array(c.val("eps", 1e-12), dtype))], floored)
+    t.emit("Div", [c.tensor(), floored])
+
+
 @op("softmax", "log_softmax", "_softmax", params="input dim")
 def softmax(t, n, c):
     rank = len(_out_shape(t))
