@@ -10,6 +10,7 @@ original with every such statistic taken over the kept channels only
     var_K(x)   = Σ m·(x - mean_K)² / (K - correction)
     LayerNorm  = (x - mean_K) / √(var_K + ε) · γ + β      (correction 0)
     ‖x‖_K      = √(Σ m·x²)
+    GroupNorm with one group: LayerNorm over the kept channels and every position
 
 The torch oracle evaluates those at the fx calls that compute the statistics
 (:func:`norm_masks` finds them from the IR nodes whose rule marked the axis
@@ -25,7 +26,7 @@ from torch import nn
 
 from .frontends.fx import FxModel, _fetch, _target_name
 
-STATISTIC_OPS = ("LayerNormalization", "ReduceMean", "ReduceL2")
+STATISTIC_OPS = ("LayerNormalization", "ReduceMean", "ReduceL2", "GroupNormalization")
 
 
 def _mask_like(keep: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -61,6 +62,35 @@ def rms_norm(x, axis, keep, weight=None, eps=None):
     return y * weight if weight is not None else y
 
 
+def group_norm(x, keep, weight=None, bias=None, eps=1e-5):
+    """One group (``num_groups=1``): statistics over the kept channels and every spatial position."""
+    m = _mask_like(keep, x, 1)
+    axes = tuple(range(1, x.dim()))
+    count = m.sum() * x[0, 0].numel()
+    mean = (x * m).sum(axes, keepdim=True) / count
+    var = (m * (x - mean) ** 2).sum(axes, keepdim=True) / count
+    y = (x - mean) / torch.sqrt(var + eps)
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    if weight is not None:
+        y = y * weight.view(shape)
+    return y + bias.view(shape) if bias is not None else y
+
+
+def _one_group_norm_call(root, node, name, args, kwargs, x, keep):
+    if node.op == "call_module":
+        module = _fetch(root, node.target)
+        if isinstance(module, nn.GroupNorm) and module.num_groups == 1:
+            return group_norm(x, keep, module.weight, module.bias, module.eps)
+        return None
+    if name != "group_norm":
+        return None
+    groups = args[1] if len(args) > 1 else kwargs.get("num_groups")
+    weight = args[2] if len(args) > 2 else kwargs.get("weight")
+    bias = args[3] if len(args) > 3 else kwargs.get("bias")
+    eps = args[4] if len(args) > 4 else kwargs.get("eps", 1e-5)
+    return group_norm(x, keep, weight, bias, eps) if groups == 1 else None
+
+
 def _axes(dims, x) -> list[int]:
     dims = [dims] if isinstance(dims, int) else list(dims or [])
     return [d % x.dim() for d in dims]
@@ -77,6 +107,8 @@ def evaluate(root: nn.Module, node, args, kwargs, axis: int, keep: torch.Tensor)
     """The call ``node`` with its statistic over kept channels; None if the form is not handled."""
     name = _target_name(node)
     x = args[0] if args else kwargs.get("input")
+    if isinstance(x, torch.Tensor) and axis == 1 and x.dim() > 2:
+        return _one_group_norm_call(root, node, name, args, kwargs, x, keep)
     if not isinstance(x, torch.Tensor) or axis != x.dim() - 1:
         return None
     if node.op == "call_module":
@@ -138,7 +170,7 @@ def norm_masks(model: FxModel, plan) -> tuple[dict[str, tuple[int, torch.Tensor]
         shape = model.graph.shape(node.inputs[0])
         if not shape:
             continue
-        axis = len(shape) - 1
+        axis = 1 if node.op == "GroupNormalization" else len(shape) - 1
         did = table.ids.get((node.inputs[0], axis))
         kept = plan.kept(did) if did is not None and did in table.approx else None
         if kept is None:
@@ -153,6 +185,6 @@ def norm_masks(model: FxModel, plan) -> tuple[dict[str, tuple[int, torch.Tensor]
     return masks, uncovered
 
 
-HANDLED = ("layer_norm", "rms_norm", "normalize", "mean", "var", "std", "linalg_vector_norm")
+HANDLED = ("layer_norm", "rms_norm", "normalize", "group_norm", "mean", "var", "std", "linalg_vector_norm")
 
 __all__ = ["evaluate", "norm_masks", "layer_norm", "rms_norm"]

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-STATISTICS = ("ReduceMean", "ReduceL2", "LayerNormalization")
+STATISTICS = ("ReduceMean", "ReduceL2", "LayerNormalization", "GroupNormalization")
 
 
 def mask_statistics(model: onnx.ModelProto, plan) -> tuple[int, int]:
@@ -71,6 +71,8 @@ def _kept_of(node, graph, table, plan):
         did = table.ids.get((node.input[0], axis))
         return did if did is not None and did in table.approx and plan.kept(did) is not None else None
 
+    if node.op_type == "GroupNormalization":  # one group over a shrunk channel axis: not handled here
+        return (rank, None) if rank > 1 and shrunk(1) is not None else None
     if node.op_type == "LayerNormalization":
         first = int(_attr(node, "axis", -1)) % rank
         if first != rank - 1 and any(shrunk(a) is not None for a in range(first, rank)):

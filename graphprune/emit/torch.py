@@ -224,6 +224,8 @@ def _update_attributes(model: FxModel, emission: TorchEmission) -> None:
             elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)) and m.weight is not None:
                 _set(m, "normalized_shape", tuple(int(s) for s in m.weight.shape), emission)
             elif isinstance(m, nn.GroupNorm) and m.weight is not None:
+                if m.num_groups > 1:  # whole groups were removed
+                    _set(m, "num_groups", int(m.weight.shape[0]) // (m.num_channels // m.num_groups), emission)
                 _set(m, "num_channels", int(m.weight.shape[0]), emission)
             elif isinstance(m, nn.Embedding):
                 _set(m, "num_embeddings", int(m.weight.shape[0]), emission)

@@ -423,6 +423,17 @@ def _rms_norm(t, source: fx.Node, count: int, eps, weight: str | None):
     return node
 
 
+@op("group_norm", params="input num_groups weight bias eps")
+def group_norm(t, n, c):
+    """``F.group_norm`` / ``aten.group_norm`` as GroupNormalization with per-channel scale and
+    bias; the ``num_groups`` literal is bound so removing whole groups rewrites it."""
+    inputs = [c.tensor()] + [c.tensor(k) if c.get(k) is not None else "" for k in ("weight", "bias")]
+    groups = int(c.val("num_groups"))
+    node = t.emit("GroupNormalization", inputs, num_groups=groups, epsilon=float(c.val("eps", 1e-5)))
+    if not isinstance(c.get("num_groups"), fx.Node):
+        t.bind(node, "num_groups", None, c.path("num_groups"), groups)
+
+
 def _list(raw):
     """Elements of a literal list argument; a list computed at run time (an fx node) has none to rewrite."""
     if isinstance(raw, fx.Node):
@@ -1204,6 +1215,11 @@ def _module(t: Translator, n: fx.Node, m: nn.Module) -> None:
         inputs = [x] + [p for p in (opt("weight"), opt("bias")) if p]
         node = t.emit("LayerNormalization", inputs, axis=-len(m.normalized_shape), epsilon=float(m.eps))
         node.attrs["normalized_shape"] = list(m.normalized_shape)
+    elif isinstance(m, nn.GroupNorm):
+        if not m.affine:
+            raise Untranslatable("GroupNorm without affine parameters (its num_groups could not follow)")
+        t.emit("GroupNormalization", [x, _param(t, n, "weight"), _param(t, n, "bias")],
+               num_groups=int(m.num_groups), epsilon=float(m.eps))
     elif isinstance(m, nn.RMSNorm):
         _rms_norm(t, n.args[0], len(m.normalized_shape), m.eps, opt("weight") or None)
     elif isinstance(m, nn.Embedding):
@@ -1403,7 +1419,8 @@ def likely_opaque(gm: fx.GraphModule) -> int:
     return count
 
 
-KNOWN_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.RNNBase, nn.RMSNorm,
+KNOWN_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.RNNBase,
+                 nn.RMSNorm, nn.GroupNorm,
                  nn.Embedding, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                  nn.Identity, nn.ReLU6, nn.Hardtanh, nn.Softmax, nn.LogSoftmax, nn.AdaptiveAvgPool1d,
                  nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,

@@ -10,7 +10,7 @@ changes the mean and variance of the kept ones, so those groups are marked
 """
 
 from ..dims import Unsupported
-from . import rule
+from . import emitter, rule
 
 
 @rule("BatchNormalization")
@@ -46,3 +46,43 @@ def layer_norm(ctx):
     for param in ctx.node.inputs[1:3]:
         if param:
             ctx.broadcast(param, x)
+
+
+@rule("GroupNormalization")
+def group_norm(ctx):
+    """``num_groups`` groups of ``C / G`` consecutive channels, each normalised over its channels
+    and the spatial axes. Removing whole groups is exact (the channel axis is ``G`` blocks and
+    ``num_groups`` is rewritten); with one group the statistic spans every channel, so it is
+    approximate like LayerNorm. Scale and bias are per channel (opset 21, the torch path) or
+    per group (opset 18)."""
+    x, y = ctx.node.input(0), ctx.node.outputs[0]
+    rank = ctx.rank(x)
+    ctx.same_axes(x, y, range(rank), range(rank))
+    groups, channels = ctx.attr("num_groups"), ctx.shape(x)[1]
+    if not isinstance(channels, int) or groups is None or channels % groups:
+        raise Unsupported(f"GroupNormalization '{ctx.node.name}': {channels} channels in {groups} groups")
+    channel = ctx.dim(x, 1)
+    per_group = None
+    if groups == 1:
+        ctx.approximate(channel, f"GroupNormalization '{ctx.node.name}' normalises over every channel")
+    else:
+        per_group = ctx.virtual("norm groups", groups)
+        ctx.blocks(channel, per_group, channels // groups)
+    for param in ctx.node.inputs[1:3]:
+        if not param:
+            continue
+        size = ctx.shape(param)[0]
+        if size == channels:
+            ctx.same(ctx.dim(param, 0), channel)
+        elif size == groups and per_group is not None:
+            ctx.same(ctx.dim(param, 0), per_group)
+        elif size != groups:
+            raise Unsupported(f"GroupNormalization '{ctx.node.name}': scale of {size} for {channels} channels")
+
+
+@emitter("GroupNormalization")
+def group_norm_groups(ctx):
+    groups = ctx.node.attr("num_groups")
+    x = ctx.node.input(0)
+    if groups and groups > 1 and ctx.changed(x, 1):
+        ctx.node.set_attr("num_groups", ctx.new_size(x, 1) // (ctx.old_size(x, 1) // groups))
