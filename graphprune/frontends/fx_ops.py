@@ -1123,8 +1123,11 @@ def normalize(t, n, c):
     order = c.val("p", 2.0)
     if order not in (1, 1.0, 2, 2.0):
         raise Untranslatable(f"normalize with p={order}")
+    dim = c.val("dim", 1)
+    if not isinstance(dim, int):
+        raise Untranslatable(f"normalize over several axes {dim}")
     shape, dtype = t.shape(c.get("input")), t.info(c.get("input")).dtype
-    axis = c.val("dim", 1) % len(shape)
+    axis = dim % len(shape)
     kept = tuple(1 if a == axis else d for a, d in enumerate(shape))
     norm, floored = _temp(t, "norm", kept, dtype), _temp(t, "norm_floored", kept, dtype)
     t.emit("ReduceL2" if order in (2, 2.0) else "ReduceL1", [c.tensor()], norm, axes=[axis], keepdims=1)
@@ -1302,8 +1305,8 @@ def recurrent_call(t, n, c):
     if not t.is_tensor(x) or not isinstance(params, (list, tuple)):
         raise Untranslatable("a packed sequence")
     states = list(hx) if isinstance(hx, (list, tuple)) else [hx]
-    if not all(isinstance(s, fx.Node) and s.name in t.rec.static and not torch.count_nonzero(t.value(s))
-               for s in states):
+    if not all(isinstance(s, fx.Node) and s.name in t.rec.static and isinstance(t.value(s), torch.Tensor)
+               and not torch.count_nonzero(t.value(s)) for s in states):
         raise Untranslatable("an initial state is given")
     if len(t.shape(x)) != 3:
         raise Untranslatable("unbatched input")
