@@ -1175,16 +1175,75 @@ def interpolate(t, n, c):
     t.emit("Resize", [c.tensor(), "", "", t.constant(np.array(out, np.int64))], mode="linear")
 
 
-@op("pad", "constant_pad_nd", params="input pad mode value")
-def pad(t, n, c):
-    if c.val("mode", "constant") not in ("constant", None):
-        raise Untranslatable(f"{c.val('mode')} padding")
-    spec = _ints(c.val("pad"))
-    rank = len(t.shape(c.get("input")))
+PAD_MODES = {"constant": "constant", None: "constant", "reflect": "reflect", "replicate": "edge",
+             "circular": "wrap"}  # torch's padding mode -> ONNX Pad's (wrap: opset 19)
+PAD_OPS = {"reflection_pad1d": "reflect", "reflection_pad2d": "reflect", "reflection_pad3d": "reflect",
+           "replication_pad1d": "edge", "replication_pad2d": "edge", "replication_pad3d": "edge",
+           "circular_pad1d": "wrap", "circular_pad2d": "wrap", "circular_pad3d": "wrap"}
+
+
+def _pad(t: Translator, x: str, shape: tuple, spec: list[int], mode: str, out: bool = False) -> str:
+    """``F.pad``'s ``spec`` (last axis first, ``(begin, end)`` pairs) as an ONNX Pad of ``x``
+    (of ``shape``); into a new tensor when ``out`` (the call's own output otherwise)."""
+    rank = len(shape)
     begins, ends = [0] * rank, [0] * rank
     for k in range(len(spec) // 2):
         begins[rank - 1 - k], ends[rank - 1 - k] = spec[2 * k], spec[2 * k + 1]
-    t.emit("Pad", [c.tensor(), t.constant(np.array(begins + ends, np.int64))])
+    padded = _temp(t, "padded", [s + b + e for s, b, e in zip(shape, begins, ends)]) if out else None
+    return t.emit("Pad", [x, t.constant(np.array(begins + ends, np.int64))], padded, mode=mode).outputs[0]
+
+
+@op("pad", "constant_pad_nd", *PAD_OPS, params="input pad mode value")
+def pad(t, n, c):
+    """Every padding mode pads spatial axes only, element by element: the channels pass through."""
+    mode = PAD_OPS.get(_target_name(n)) or PAD_MODES.get(c.val("mode", "constant"))
+    if mode is None:
+        raise Untranslatable(f"{c.val('mode')} padding")
+    spec = _ints(c.val("pad") if "pad" in c.raw else c.val("padding"))
+    _pad(t, c.tensor(), tuple(t.shape(c.get("input"))), spec, mode)
+
+
+@op("repeat", "tile", params="input repeats*")
+def repeat(t, n, c):
+    """``x.repeat(*r)`` / ``torch.tile(x, r)`` as ``Tile``; ``x`` first gets leading axes of 1
+    when ``r`` is longer than its rank (tile instead pads a shorter ``r`` with 1s). A repeat
+    count computed at run time is bound, so it becomes its literal if the prune would change it."""
+    name = "dims" if "dims" in c.raw else "repeats"
+    if isinstance(c.get(name), fx.Node):
+        raise Untranslatable("repeat counts computed at run time as one list")
+    raw = _list(c.get(name))
+    shape = tuple(t.shape(c.get("input")))
+    reps = [int(v) for v in t.value(raw)]
+    lead = max(len(shape) - len(reps), 0)
+    reps = [1] * lead + reps
+    x = c.tensor()
+    if len(reps) > len(shape):
+        full = (1,) * (len(reps) - len(shape)) + shape
+        x = _reshape(t, x, _temp(t, "tile_input", full), full).outputs[0]
+    node = t.emit("Tile", [x, t.constant(np.array(reps, np.int64))])
+    for j, entry in enumerate(raw):
+        if isinstance(entry, fx.Node):
+            t.bind(node, 1, lead + j, c.path(name, j), reps[lead + j])
+
+
+@op("repeat_interleave", params="input repeats dim output_size")
+def repeat_interleave(t, n, c):
+    """``repeat_interleave(x, r, dim)``: each element repeated ``r`` times in place, i.e. a new
+    axis of 1 after ``dim`` tiled ``r`` times and merged back (element ``j·r + k`` is ``j``)."""
+    reps = c.val("repeats")
+    if not isinstance(reps, int) or "input" not in c.raw or not t.is_tensor(c.get("input")):
+        raise Untranslatable("repeat_interleave with per-element repeats")
+    shape, dim, x = tuple(t.shape(c.get("input"))), c.val("dim"), c.tensor()
+    if dim is None:  # flattened first
+        shape, dim = (math.prod(shape),), 0
+        x = _reshape(t, x, _temp(t, "flat", shape), shape).outputs[0]
+    dim = _axis(dim, len(shape))
+    spread = shape[:dim + 1] + (1,) + shape[dim + 1:]
+    tiled = spread[:dim + 1] + (reps,) + spread[dim + 2:]
+    x = _reshape(t, x, _temp(t, "spread", spread), spread).outputs[0]
+    x = t.emit("Tile", [x, t.constant(np.array([reps if a == dim + 1 else 1 for a in range(len(spread))],
+                                                  np.int64))], _temp(t, "tiled", tiled)).outputs[0]
+    _reshape(t, x)
 
 
 # -- leaf modules --------------------------------------------------------------------
@@ -1203,9 +1262,12 @@ def _module(t: Translator, n: fx.Node, m: nn.Module) -> None:
     x = t.tensor(n.args[0]) if n.args else t.tensor(next(iter(n.kwargs.values())))
     opt = lambda a: _param(t, n, a) if getattr(m, a, None) is not None else ""  # noqa: E731
     if isinstance(m, nn.modules.conv._ConvNd):
-        if m.padding_mode != "zeros":
-            raise Untranslatable(f"{m.padding_mode} padding")
-        _conv(t, x, _param(t, n, "weight"), opt("bias"), m.stride, m.padding, m.dilation, m.groups,
+        padding = m.padding
+        if m.padding_mode != "zeros":  # the module pads first (F.pad), then convolves unpadded
+            x = _pad(t, x, tuple(t.shape(n.args[0])), list(m._reversed_padding_repeated_twice),
+                     PAD_MODES[m.padding_mode], out=True)
+            padding = 0
+        _conv(t, x, _param(t, n, "weight"), opt("bias"), m.stride, padding, m.dilation, m.groups,
               transposed=m.transposed, output_padding=m.output_padding)
     elif isinstance(m, nn.Linear):
         _linear(t, x, _param(t, n, "weight"), opt("bias"))

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+import graphprune
+
 from .graphs import Builder, attr, group_at, input_value, kept, prune_ok, sandwich
 
 BIG = np.iinfo(np.int64).max
@@ -320,3 +322,40 @@ def test_empty_part_holds_no_channel(op):
         assert input_value(result.model, "split", 1).tolist() == [4, 0]
     else:
         assert input_value(result.model, "slice", 1).tolist() == input_value(result.model, "slice", 2).tolist()
+
+
+# -- Tile --------------------------------------------------------------------
+@pytest.mark.parametrize("opset", [8, 13])
+def test_tile_copies_the_channel_axis_in_whole_blocks(opset):
+    """``Tile([1, 2, 1, 1])``: consumer column ``o·8 + j`` reads channel ``j``; the repeats
+    are multipliers, so nothing is rewritten."""
+    b, h = _producer(opset)
+    h = b.op("Tile", h, b.ints([1, 2, 1, 1], name="repeats"), name="tile")
+    b.conv(h, 16, 4, name="consumer")
+    result = prune_ok(b.build("consumer"))
+    channels = kept(result, "producer_w", 0)
+    assert len(channels) == 4
+    assert kept(result, "consumer_w", 1) == channels + [8 + c for c in channels]
+    assert input_value(result.model, "tile", 1).tolist() == [1, 2, 1, 1]
+
+
+def test_tile_of_a_size_one_axis_is_a_new_axis_and_stays_pinned():
+    """``[1, 8, 1, 1] → [1, 8, 1, 4]``: the tiled axis holds copies, not channels."""
+    b, h = _producer()
+    h = b.op("GlobalAveragePool", h, name="pool")
+    h = b.op("Tile", h, b.ints([1, 1, 1, 4]), name="tile")
+    b.conv(h, 8, 4, name="consumer")
+    model = b.build("consumer")
+    analysis = graphprune.analyse_model(model)
+    assert group_at(analysis, "tile", 3).pinned
+    assert not group_at(analysis, "producer", 1).pinned
+    assert len(kept(prune_ok(model), "consumer_w", 1)) == 4
+
+
+def test_tile_with_run_time_repeats_pins():
+    b, h = _producer()
+    shape = b.op("Shape", h, name="shape")
+    h = b.op("Tile", h, b.op("Div", shape, shape, name="ones"), name="tile")
+    b.conv(h, 8, 4, name="consumer")
+    analysis = graphprune.analyse_model(b.build("consumer"))
+    assert group_at(analysis, "producer", 1).pinned

@@ -395,6 +395,24 @@ def reshape_target(ctx):
     rewrite_target(ctx, 1, target_rewrites(ctx, 1, ctx.node.outputs[0], RESHAPE_INERT))
 
 
+@rule("Tile")
+def tile(ctx):
+    """``Tile(x, repeats)``: output axis ``a`` is ``repeats[a]`` copies of ``x``'s axis back to
+    back, element ``o·n + j`` being ``x``'s ``j`` (``blocks`` with ``outer = repeats[a]``). The
+    repeats are multipliers, so a pruned axis needs no rewrite. An axis tiled from size 1 is a
+    new axis (pinned); repeats computed at run time or a symbolic tiled axis pin."""
+    x, y = ctx.node.input(0), ctx.node.outputs[0]
+    repeats = ctx.const_ints(1, "Tile repeats")
+    sx = ctx.shape(x)
+    if repeats is None or len(repeats) != len(sx):
+        raise Unsupported(f"Tile repeats {repeats} do not match the rank of '{x}'")
+    for axis, (size, times) in enumerate(zip(sx, repeats)):
+        if times == 1:
+            ctx.same(ctx.dim(x, axis), ctx.dim(y, axis))
+        elif isinstance(size, int) and size > 1 and times > 1:
+            ctx.blocks(ctx.dim(y, axis), ctx.dim(x, axis), 1, times)
+
+
 @rule("Gather")
 def gather(ctx):
     """``out = data.shape[:axis] + indices.shape + data.shape[axis+1:]``.
