@@ -1246,6 +1246,25 @@ def repeat_interleave(t, n, c):
     _reshape(t, x)
 
 
+def _arg(t: Translator, n: fx.Node, index: int, name: str, default=None):
+    """Argument ``index`` (or keyword ``name``) of ``n`` as its concrete value."""
+    return t.value(n.args[index] if len(n.args) > index else n.kwargs.get(name, default))
+
+
+@op("unfold", "im2col", "fold", "col2im", params="input")
+def sliding_windows(t, n, c):
+    """``F.unfold``/``aten.im2col`` as ``TorchIm2Col``, ``F.fold``/``aten.col2im`` as ``TorchCol2Im``
+    (channel ``c`` is columns ``c·K … c·K + K − 1``, ``K`` the kernel's elements) and
+    ``Tensor.unfold``/``aten.unfold`` as ``TorchWindows`` (:mod:`..channels.rules.windows`)."""
+    name = _target_name(n)
+    if name == "unfold" and (n.op == "call_method" or isinstance(n.target, torch._ops.OpOverload)):
+        t.emit("TorchWindows", [c.tensor()], axis=int(_arg(t, n, 1, "dimension")))
+        return
+    kernel = _arg(t, n, 1 if name in ("unfold", "im2col") else 2, "kernel_size")
+    op_type = "TorchIm2Col" if name in ("unfold", "im2col") else "TorchCol2Im"
+    t.emit(op_type, [c.tensor()], kernel_elements=math.prod(_ints(kernel, 2)))
+
+
 # -- leaf modules --------------------------------------------------------------------
 
 def _param(t: Translator, n: fx.Node, attr: str) -> str:

@@ -48,3 +48,4 @@ def rule_for(op: str, domain: str = "") -> Optional[Rule]:
 from . import conv, elementwise, layout, linear, norm, pool  # noqa: E402,F401  (registration)
 from . import grouped  # noqa: E402,F401  (registration: GroupedMatMul, the torch path's MoE experts)
 from . import recurrent  # noqa: E402,F401  (registration: LSTM, GRU, RNN)
+from . import windows  # noqa: E402,F401  (registration: the torch path's unfold, fold, Tensor.unfold)
