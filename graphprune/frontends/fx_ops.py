@@ -1169,7 +1169,12 @@ def pool(t, n, c):
     t.emit("MaxPool" if "max" in _target_name(n) else "AveragePool", [c.tensor()])
 
 
-@op("interpolate", "upsample_bilinear2d", "upsample_nearest2d", "upsample_bicubic2d", params="input")
+UPSAMPLE_OPS = ("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+                "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "upsample_linear1d", "upsample_bilinear2d",
+                "upsample_trilinear3d", "upsample_bicubic2d", "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa")
+
+
+@op("interpolate", "upsample", *UPSAMPLE_OPS, params="input")
 def interpolate(t, n, c):
     out = _out_shape(t)
     t.emit("Resize", [c.tensor(), "", "", t.constant(np.array(out, np.int64))], mode="linear")

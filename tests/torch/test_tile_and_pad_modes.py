@@ -99,3 +99,31 @@ def test_repeat_interleave_with_per_element_repeats_pins_rather_than_guesses():
     result = graphprune.prune(PerElement().eval(), 0.5, example_inputs=(torch.randn(1, 3, 4, 4),))
     assert result.verification.status == "exact"
     assert result.model.a.weight.shape[0] == 4  # not understood: pinned
+
+
+class Resized(nn.Module):
+    def __init__(self, options, export_only):
+        super().__init__()
+        self.options, self.export_only = options, export_only
+        conv = nn.Conv1d if options["mode"] == "linear" else nn.Conv2d
+        self.a, self.b = conv(3, 16, 3, padding=1), conv(16, 8, 1)
+
+    def forward(self, x):
+        if self.export_only and x.size(1) != 3:
+            return x
+        return self.b(nn.functional.interpolate(self.a(x), **self.options))
+
+
+@pytest.mark.parametrize("export_only", [False, True])
+@pytest.mark.parametrize("options", [dict(mode="linear", scale_factor=2), dict(mode="nearest-exact", scale_factor=2),
+                                     dict(mode="bicubic", size=(20, 20), antialias=True),
+                                     dict(mode="bilinear", size=(6, 6), antialias=True)],
+                         ids=["linear1d", "nearest_exact", "bicubic_aa", "bilinear_aa"])
+def test_every_upsampling_keeps_the_channels_prunable(options, export_only):
+    """aten's upsample_linear1d, _upsample_nearest_exact2d, _upsample_bicubic2d_aa, … resize
+    the spatial axes only."""
+    x = torch.randn(2, 3, 12) if options["mode"] == "linear" else torch.randn(2, 3, 12, 12)
+    result = graphprune.prune(Resized(options, export_only).eval(), 0.5, example_inputs=(x,))
+    assert result.report["torch"]["untranslated_calls"] == []
+    assert result.verification.status == "exact"
+    assert result.model.a.weight.shape[0] == 8
