@@ -323,10 +323,38 @@ def _rewrite_literals(model: FxModel, emission: TorchEmission, read_size) -> Non
             reads_changed, value = read_size(arg)
             if value == new if reads_changed else new == b.old:
                 continue
+            rescaled = _rescaled_factor(arg, b.old, new, read_size)
+            if rescaled is not None:
+                _set_path(b.fx_node, b.path, rescaled)
+                emission.literals.append(f"{b.fx_node.name}: {b.old} -> {new} ({arg.name} with its literal factor "
+                                         "rescaled)")
+                continue
         elif new == b.old:
             continue
         _set_path(b.fx_node, b.path, new)
         emission.literals.append(f"{b.fx_node.name}: {b.old} -> {new}")
+
+
+def _rescaled_factor(size: fx.Node, old: int, new: int, read_size) -> fx.Node | None:
+    """For ``B * self.num_heads`` (a run-time size times a literal) whose new value is
+    ``B * k'``: a new node ``B * k'``, so the size keeps following ``B`` at every batch where a
+    literal ``new`` would hold only at the example's. None unless the run-time factor keeps its
+    value. The product itself is left alone for its other users."""
+    if size.op != "call_function" or size.target is not operator.mul or size.kwargs:
+        return None
+    literal = [i for i, a in enumerate(size.args) if type(a) is int]
+    factor = [a for a in size.args if isinstance(a, fx.Node)]
+    if len(literal) != 1 or len(factor) != 1:
+        return None
+    reads_changed, value = read_size(factor[0])
+    if reads_changed or not isinstance(value, int) or value <= 0:
+        return None
+    if value * size.args[literal[0]] != old or new % value:
+        return None
+    args = list(size.args)
+    args[literal[0]] = new // value
+    with size.graph.inserting_after(size):
+        return size.graph.call_function(operator.mul, tuple(args))
 
 
 SIZE_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,

@@ -142,6 +142,21 @@ def test_slice_channel_axis(opset, starts, ends, axes, steps, dtype):
     assert (new_starts[i], new_ends[i]) == (begin, begin + len(consumer))
 
 
+@pytest.mark.parametrize("end", [BIG, 8])
+def test_slice_to_the_end_of_the_channel_axis_stays_open(end):
+    """``x[:, 2:]`` as exporters write it (end INT64_MAX) keeps its open end, so an axis that
+    also carries a merged run-time size (a batch folded into the heads) still varies; a literal
+    end equal to the size is rewritten to the new size."""
+    b, h = _producer(13)
+    h = b.op("Slice", h, b.ints([2]), b.ints([end]), b.ints([1]), name="slice")
+    b.conv(h, 6, 4, name="consumer")
+    result = prune_ok(b.build("consumer"))
+    consumer = kept(result, "consumer_w", 1)
+    begin = sum(c < 2 for c in kept(result, "producer_w", 0))
+    assert input_value(result.model, "slice", 1).tolist() == [begin]
+    assert input_value(result.model, "slice", 2).tolist() == [BIG if end == BIG else begin + len(consumer)]
+
+
 @pytest.mark.parametrize("starts, ends, steps, width", [([0], [8], [2], 4), ([7], [-BIG], [-1], 8),
                                                         ([1], [8], [3], 3)])
 def test_strided_slice_on_channel_axis_is_pinned(starts, ends, steps, width):

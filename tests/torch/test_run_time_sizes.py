@@ -57,3 +57,35 @@ def test_run_time_sizes_of_untouched_axes_stay_run_time():
     assert result.verification.status == "exact"
     with torch.no_grad():
         assert result.model(torch.randn(1, 11, 12)).shape == (1, 11, 5)
+
+
+class HaloBlock(nn.Module):
+    """conv → timm's HaloAttn → conv: heads merged with the batch (``B * self.num_heads``),
+    windows cut by ``Tensor.unfold``, open-ended slices over the merged axis."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers.halo_attn import HaloAttn
+
+        self.a = nn.Conv2d(3, 32, 3, padding=1)
+        self.halo = HaloAttn(32, 64, block_size=8, halo_size=2, num_heads=4)
+        self.b = nn.Conv2d(64, 8, 1)
+
+    def forward(self, x):
+        return self.b(self.halo(self.a(x)))
+
+
+def test_sizes_merging_the_batch_with_pruned_heads_keep_following_the_batch():
+    """``B * self.num_heads`` with heads 4 → 2 becomes ``B * 2``, not the example's literal,
+    and ``x_pad[:, ...]`` over the merged axis keeps its open end: the pruned model runs at
+    every batch (before, verification at a second batch failed)."""
+    torch.manual_seed(0)
+    model = HaloBlock().eval()
+    result = graphprune.prune(model, 0.5, example_inputs=(torch.randn(1, 3, 16, 16),))
+    assert result.verification.status == "exact"
+    assert result.model.halo.q.weight.shape[0] == 32  # heads pruned 4 → 2
+    literals = result.report["torch"]["rewritten_literals"]
+    assert any("literal factor rescaled" in line for line in literals)
+    with torch.no_grad():
+        for batch in (1, 3):
+            assert result.model(torch.randn(batch, 3, 16, 16)).shape == (batch, 8, 16, 16)

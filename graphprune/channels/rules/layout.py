@@ -201,7 +201,9 @@ def slice_bounds(ctx):
             continue
         kept = ctx.kept(x, a)
         begin = int(np.searchsorted(kept, _clamp(starts[i], shape[a])))
-        starts[i], ends[i] = begin, begin + ctx.new_size(ctx.node.outputs[0], a)
+        end = begin + ctx.new_size(ctx.node.outputs[0], a)
+        open_end = ends[i] > shape[a] and end == len(kept)  # "to the end" (INT64_MAX) stays open, so a
+        starts[i], ends[i] = begin, ends[i] if open_end else end  # batch merged into the axis still varies
         touched = True
     if not touched:
         return
