@@ -16,24 +16,24 @@ from __future__ import annotations
 from . import rule
 
 
+def _tie_columns(ctx, image: str, columns: str) -> None:
+    """``image [B, C, *spatial]`` and ``columns [B, C·K, L]`` (no ``B`` when unbatched): channel
+    ``c`` is columns ``c·K … c·K + K − 1``."""
+    batched = ctx.rank(columns) == 3
+    if batched:
+        ctx.same(ctx.dim(image, 0), ctx.dim(columns, 0))
+    channel = 1 if batched else 0
+    ctx.blocks(ctx.dim(columns, channel), ctx.dim(image, channel), ctx.node.attrs["kernel_elements"])
+
+
 @rule("TorchIm2Col")
 def im2col(ctx):
-    x, y = ctx.node.input(0), ctx.node.outputs[0]
-    batched = ctx.rank(y) == 3
-    if batched:
-        ctx.same(ctx.dim(x, 0), ctx.dim(y, 0))
-    channel = 1 if batched else 0
-    ctx.blocks(ctx.dim(y, channel), ctx.dim(x, channel), ctx.node.attrs["kernel_elements"])
+    _tie_columns(ctx, ctx.node.input(0), ctx.node.outputs[0])
 
 
 @rule("TorchCol2Im")
 def col2im(ctx):
-    x, y = ctx.node.input(0), ctx.node.outputs[0]
-    batched = ctx.rank(x) == 3
-    if batched:
-        ctx.same(ctx.dim(x, 0), ctx.dim(y, 0))
-    channel = 1 if batched else 0
-    ctx.blocks(ctx.dim(x, channel), ctx.dim(y, channel), ctx.node.attrs["kernel_elements"])
+    _tie_columns(ctx, ctx.node.outputs[0], ctx.node.input(0))
 
 
 @rule("TorchWindows")
