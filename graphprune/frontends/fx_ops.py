@@ -1283,12 +1283,13 @@ def _param(t: Translator, n: fx.Node, attr: str) -> str:
 
 
 def _module(t: Translator, n: fx.Node, m: nn.Module) -> None:
-    x = t.tensor(n.args[0]) if n.args else t.tensor(next(iter(n.kwargs.values())))
+    source = n.args[0] if n.args else next(iter(n.kwargs.values()))
+    x = t.tensor(source)
     opt = lambda a: _param(t, n, a) if getattr(m, a, None) is not None else ""  # noqa: E731
     if isinstance(m, nn.modules.conv._ConvNd):
         padding = m.padding
         if m.padding_mode != "zeros":  # the module pads first (F.pad), then convolves unpadded
-            x = _pad(t, x, tuple(t.shape(n.args[0])), list(m._reversed_padding_repeated_twice),
+            x = _pad(t, x, tuple(t.shape(source)), list(m._reversed_padding_repeated_twice),
                      PAD_MODES[m.padding_mode], out=True)
             padding = 0
         _conv(t, x, _param(t, n, "weight"), opt("bias"), m.stride, padding, m.dilation, m.groups,
