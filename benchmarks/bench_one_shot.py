@@ -362,7 +362,7 @@ def tp_llm_cells(model, example, share, evaluation, base, dense_ppl) -> str:
 
 
 def run_smollm2(n_windows: int, shares=None, with_tp: bool = True, hidden_modes=None,
-                calib_stride: int = 256, criteria=None) -> None:
+                calib_stride: int = 256, criteria=None, allocations=("normalised",)) -> None:
     import graphprune
 
     tok, dense = smollm2_model()
@@ -381,39 +381,41 @@ def run_smollm2(n_windows: int, shares=None, with_tp: bool = True, hidden_modes=
     print(f"SmolLM2-135M-Instruct: decoder parameters {base:,}; dense perplexity {dense_ppl:.2f} on "
           f"{sum(len(w) for w in evaluation)} windows of {window} tokens; calibration {sum(len(w) for w in calib)} "
           "disjoint windows")
-    print("| tool | importance | repair | hidden | decoder params removed | perplexity | × dense | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| tool | importance | repair | hidden | allocation | decoder params removed | perplexity | × dense "
+          "| seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     shares = shares or (0.1, 0.2, 0.3)
     example = (calib[0][:1, :64],)
     configs = [("graphprune", "activation", "lsq", "kept"), ("graphprune", "reconstruction", "lsq", "kept"),
                ("graphprune", "reconstruction", "lsq", "pruned"), ("graphprune", "reconstruction", "lsq", "rotated")]
     total = sum(p.numel() for p in dense.parameters())
-    runs = [(0.2, ("graphprune", "l2", "none", "kept"))]  # weight norms, no calibration: the baseline
-    runs += [(share, config) for share in shares for config in configs
+    runs = [(0.2, ("graphprune", "l2", "none", "kept"), "normalised")]  # weight norms, no calibration: the baseline
+    runs += [(share, config, allocation) for share in shares for config in configs for allocation in allocations
              if (hidden_modes is None or config[3] in hidden_modes) and (criteria is None or config[1] in criteria)]
     if with_tp:
-        runs += [(0.2, ("torch-pruning", "l2", "-", "pruned"))]  # last: it may not finish (TP_TIMEOUT)
-    for share, (tool, criterion, repair, hidden) in runs:
+        runs += [(0.2, ("torch-pruning", "l2", "-", "pruned"), "-")]  # last: it may not finish (TP_TIMEOUT)
+    for share, (tool, criterion, repair, hidden), allocation in runs:
         if True:
             model = copy.deepcopy(dense)
             started = time.perf_counter()
             try:
                 if tool == "torch-pruning":
                     cells = tp_llm_cells(model, example[0], share, evaluation, base, dense_ppl)
-                    print(f"| {tool} | {criterion} | {repair} | pruned | {cells} | "
+                    print(f"| {tool} | {criterion} | {repair} | pruned | - | {cells} | "
                           f"{time.perf_counter() - started:.0f} |", flush=True)
                     continue
                 else:
                     uses = criterion != "l2" or repair != "none"
                     graphprune.prune(model, example_inputs=example, importance=criterion, exact=hidden == "kept",
                                      calibration=calib if uses else None, repair=repair,
-                                     target_params=1 - share * base / total, rotate=hidden == "rotated")
+                                     target_params=1 - share * base / total, rotate=hidden == "rotated",
+                                     allocation=allocation)
                 removed = 1 - decoder_params(model) / base
                 ppl = perplexity(model, evaluation)
                 cells = f"{removed:.3f} | {ppl:.2f} | {ppl / dense_ppl:.2f}"
             except Exception as exc:
                 cells = f"- | FAIL {type(exc).__name__}: {str(exc)[:80]} | -"
-            print(f"| {tool} | {criterion} | {repair} | {hidden} | {cells} | "
+            print(f"| {tool} | {criterion} | {repair} | {hidden} | {allocation} | {cells} | "
                   f"{time.perf_counter() - started:.0f} |", flush=True)
 
 
@@ -431,6 +433,8 @@ def main() -> None:
                         "(default 0.1 0.2 0.3)")
     parser.add_argument("--hidden", nargs="+", choices=["kept", "pruned", "rotated"],
                         help="smollm2: only these treatments of the hidden size (default all)")
+    parser.add_argument("--allocation", nargs="+", choices=["normalised", "cost"], default=["normalised"],
+                        help="smollm2: how the budget compares groups (graphprune.selection); several: one run each")
     parser.add_argument("--no-torch-pruning", action="store_true",
                         help="smollm2: skip Torch-Pruning (it does not finish in 600 s here)")
     args = parser.parse_args()
@@ -440,7 +444,8 @@ def main() -> None:
     elif args.benchmark == "minilm":
         run_minilm()
     else:
-        run_smollm2(args.windows, args.shares, not args.no_torch_pruning, args.hidden, args.stride, args.criteria)
+        run_smollm2(args.windows, args.shares, not args.no_torch_pruning, args.hidden, args.stride, args.criteria,
+                    args.allocation)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
           calibration=None, calibration_samples: int | None = None, repair: str = "auto",
           recalibrate_bn: bool | None = None, target_macs: float | None = None,
           target_params: float | None = None, target_latency: float | None = None, rotate: bool = False,
-          *, progress=None, gqa_heads: str | None = None):
+          *, progress=None, gqa_heads: str | None = None, allocation: str = "normalised"):
     """Structurally prune an ONNX model or a PyTorch module.
 
     Args:
@@ -133,6 +133,10 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         keep: regex; groups touching a matching node or tensor name are not pruned.
         verify: check the result against the oracle (raises ``VerificationError``).
         max_group_ratio: with ``global_ranking``, the most any group may lose.
+        allocation: how the global ranking (and a budget) compares groups:
+            ``"normalised"`` (each score over its group's mean) or ``"cost"``
+            (squared removal error per parameter removed, for the
+            activation-aware criteria); see :mod:`graphprune.selection`.
         tolerance: relative error allowed by the oracle.
         plan: replay a previous prune instead of choosing channels: a report
             dict or the path of a ``--report`` JSON (its ``initializers``).
@@ -193,7 +197,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         source = read_model(model)
         options = dict(ratio=ratio, importance=importance, global_ranking=global_ranking, round_to=round_to,
                        keep=keep, max_group_ratio=max_group_ratio, input_shapes=input_shapes, exact=exact,
-                       calibration=calibration, calibration_samples=calibration_samples, rotate=rotate)
+                       calibration=calibration, calibration_samples=calibration_samples, rotate=rotate,
+                       allocation=allocation)
         macs, measured = macs_for_latency(
             lambda m: prune(source, verify=False, repair="none", target_macs=m, **options).model,
             source, target_latency, input_shapes)
@@ -210,7 +215,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
 
         return prune_module(model, ratio, example_inputs, importance, global_ranking, round_to, keep,
                             verify, max_group_ratio, tolerance, plan, loss_fn, exact,
-                            Calibration(calibration, calibration_samples, repair, recalibrate_bn, budget, rotate))
+                            Calibration(calibration, calibration_samples, repair, recalibrate_bn, budget, rotate),
+                            allocation=allocation)
     batches = onnx_calibration_batches(calibration, calibration_samples)
     fit, held_out = split_held_out(batches)
     importance = importance or (AUTO if batches else "l2")
@@ -235,6 +241,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
                 oracle_source = to_onnx(graph)  # the oracle zeroes channels of the rotated model
     step = PruneChannels(ratio=ratio, importance=importance, global_ranking=global_ranking,
                          round_to=round_to, keep=keep or "", exact=exact, max_group_ratio=max_group_ratio,
+                         allocation=allocation,
                          target_macs=budget.target if budget and budget.metric == "macs" else 0.0,
                          target_params=budget.target if budget and budget.metric == "params" else 0.0,
                          repair=repair, calibration=fit,
@@ -248,7 +255,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
                         else Verification("skipped", tolerance=tolerance))
     settings = {"ratio": ratio, "importance": step.importance, "global": global_ranking,
                 "round_to": round_to, "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio,
-                "repair": repair}
+                "repair": repair, "allocation": allocation}
     if budget is not None:
         settings["target_" + budget.metric] = budget.target
     if plan is not None:

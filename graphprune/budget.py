@@ -82,7 +82,7 @@ class PlanCost:
 
 
 def select_for_budget(analysis, scores, budget: Budget, round_to: int = 1,
-                      max_group_ratio: float = 0.9) -> tuple[Plan, dict]:
+                      max_group_ratio: float = 0.9, allocation: str = "normalised") -> tuple[Plan, dict]:
     """The least-pruned global plan whose cost is at most ``budget.target`` of the original."""
     cost = PlanCost(analysis)
     full = cost(Plan(analysis))[budget.metric]
@@ -92,7 +92,7 @@ def select_for_budget(analysis, scores, budget: Budget, round_to: int = 1,
     closest = None
     for _ in range(BISECTION_STEPS):
         mid = (lo + hi) / 2
-        plan = select(analysis, scores, mid, True, round_to, max_group_ratio)
+        plan = select(analysis, scores, mid, True, round_to, max_group_ratio, allocation)
         value = cost(plan)[budget.metric]
         if closest is None or value < closest[1]:
             closest = (plan, value, mid)

@@ -127,7 +127,7 @@ def cmd_prune(args) -> int:
                            calibration_samples=args.calibration_samples, repair=args.repair,
                            target_macs=args.target_macs, target_params=args.target_params,
                            target_latency=args.target_latency, gqa_heads=args.gqa_heads,
-                           rotate=args.rotate)
+                           rotate=args.rotate, allocation=args.allocation)
     except VerificationError as exc:
         print(f"graphprune: {exc}; nothing was written", file=sys.stderr)
         return EXIT_VERIFY
@@ -412,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rank channels across groups instead of within each group")
     p.add_argument("--max-group-ratio", type=float, default=0.9,
                    help="with --global, the largest fraction any one group may lose (default 0.9)")
+    p.add_argument("--allocation", choices=("normalised", "cost"), default="normalised",
+                   help="how --global and the --target-* budgets compare groups: 'normalised' ranks each "
+                        "score against its group's mean (default; right for weight norms), 'cost' by squared "
+                        "removal error per parameter removed (for the calibrated criteria, whose scores are "
+                        "absolute output errors)")
     p.add_argument("--round-to", type=int, default=1, metavar="N",
                    help="keep a multiple of N channels per group")
     p.add_argument("--keep", metavar="REGEX",

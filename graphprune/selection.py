@@ -5,9 +5,21 @@
   same set of parameters. A plain group is one segment; a concat of two convs
   has one segment per conv, so each branch loses the same fraction and keeps
   a regular width (uneven branches cost runtime speed for no MAC gain).
-* Global: scores are normalised by their group's mean and ranked across all
-  groups; the lowest ``ratio`` of all channels go, but no group loses more
-  than ``max_group_ratio`` of its channels.
+* Global: channels are ranked across all groups; the lowest ``ratio`` of all
+  channels go, but no group loses more than ``max_group_ratio`` of its
+  channels. How scores from different groups are made comparable is the
+  *allocation*:
+
+  - ``"normalised"`` (default): each score divided by its group's mean, so
+    every group competes on relative importance (right for weight norms,
+    whose scale differs from layer to layer for reasons unrelated to the loss);
+  - ``"cost"``: ``score² / p``, where ``score²`` is the squared output error
+    of removing the channel and ``p`` the parameters removed with it: the
+    greedy order of the knapsack "least error per parameter saved". Meant for
+    the activation-aware criteria, whose scores are absolute errors on a common
+    scale: in a pre-norm residual network an error written to the residual
+    stream at any layer reaches the final norm about unchanged, so a layer
+    whose channels matter less loses more of them.
 * ``round_to=N`` rounds the number kept up to a multiple of N (hardware
   friendly widths), counted in elements of the widest dim: heads of
   ``head_dim`` rows need only ``N / gcd(N, head_dim)``.
@@ -111,16 +123,21 @@ def _validate(ratio: float, round_to: int, max_group_ratio: float) -> None:
         raise InputError(f"max group ratio must be in (0, 1), got {max_group_ratio}")
 
 
+ALLOCATIONS = ("normalised", "cost")
+
+
 def select(analysis: ChannelAnalysis, scores: dict[int, np.ndarray], ratio: float,
-           global_ranking: bool = False, round_to: int = 1, max_group_ratio: float = 0.9) -> Plan:
+           global_ranking: bool = False, round_to: int = 1, max_group_ratio: float = 0.9,
+           allocation: str = "normalised") -> Plan:
     """Choose the channels to remove from each prunable group."""
     _validate(ratio, round_to, max_group_ratio)
+    check_allocation(allocation)
     plan = Plan(analysis)
     groups = [g for g in analysis.prunable_groups() if g.id in scores]
     if not groups or ratio == 0:
         return plan
-    keep_counts = (_global_keep_counts(groups, scores, ratio, round_to, max_group_ratio)
-                   if global_ranking else {})
+    keep_counts = (_global_keep_counts(groups, _comparable(analysis, groups, scores, allocation), ratio,
+                                       round_to, max_group_ratio) if global_ranking else {})
     for g in groups:
         score = scores[g.id]
         removed = np.zeros(g.size, dtype=bool)
@@ -147,8 +164,33 @@ def segments(analysis: ChannelAnalysis, group: ChannelGroup) -> list[np.ndarray]
     return np.split(order, np.flatnonzero(np.diff(segment[order])) + 1)
 
 
-def _global_keep_counts(groups, scores, ratio, round_to, max_group_ratio) -> dict[int, int]:
-    normalised = [scores[g.id] / (scores[g.id].mean() or 1.0) for g in groups]
+def check_allocation(allocation: str) -> None:
+    if allocation not in ALLOCATIONS:
+        raise InputError(f"unknown allocation '{allocation}': choose one of {', '.join(ALLOCATIONS)}")
+
+
+def parameters_per_channel(analysis: ChannelAnalysis, group: ChannelGroup) -> float:
+    """Parameters removed with one channel of ``group``: every constant dim of the group
+    loses ``numel / axis size`` elements per element of the dim it owns."""
+    total = 0.0
+    for d in analysis.constant_dims(group):
+        name, axis = analysis.table.keys[d][:2]
+        shape = tuple(analysis.graph.constants[name].shape)
+        if not shape or not shape[axis]:
+            continue
+        total += math.prod(shape) / shape[axis] * len(group.channels[d])
+    return total / group.size if group.size else 0.0
+
+
+def _comparable(analysis, groups, scores, allocation) -> list[np.ndarray]:
+    """Each group's scores on the common scale the global ranking compares (module docstring)."""
+    if allocation == "cost":
+        return [np.asarray(scores[g.id], dtype=np.float64) ** 2 / max(parameters_per_channel(analysis, g), 1.0)
+                for g in groups]
+    return [scores[g.id] / (scores[g.id].mean() or 1.0) for g in groups]
+
+
+def _global_keep_counts(groups, normalised, ratio, round_to, max_group_ratio) -> dict[int, int]:
     owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(groups)])
     flat = np.concatenate(normalised)
     # rank of each channel inside its group, lowest score first

@@ -39,7 +39,7 @@ from .plan_io import plan_from_kept, read_plan
 from .progress import step
 from .repair import REPAIRS, plan_repair, repair_inputs
 from .report import build_report
-from .selection import Plan, select
+from .selection import Plan, check_allocation, select
 from .torch_calibration import batch_rows, calibration_inputs, collect_statistics
 from .torch_importance import torch_importance
 from .torch_repair import apply_repair, float_outputs
@@ -79,10 +79,11 @@ def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=Non
                  global_ranking: bool = False, round_to: int = 1, keep: str | None = None,
                  verify: bool = True, max_group_ratio: float = 0.9, tolerance: float = 1e-4,
                  plan=None, loss_fn=None, exact: bool = False,
-                 calibration: Calibration | None = None) -> TorchPruneResult:
+                 calibration: Calibration | None = None, *, allocation: str = "normalised") -> TorchPruneResult:
     if example_inputs is None:
         raise InputError("pruning an nn.Module needs example_inputs (a tensor or tuple of tensors)")
     calibration = calibration or Calibration()
+    check_allocation(allocation)
     if importance_name is None:
         importance_name = AUTO if calibration.data is not None else "l2"
     known = CRITERIA + TORCH_CRITERIA + ACTIVATION_CRITERIA + (AUTO,)
@@ -107,7 +108,7 @@ def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=Non
     module.eval()
     try:
         return _prune(module, was_training, ratio, inputs, importance_name, global_ranking, round_to, keep, verify,
-                      max_group_ratio, tolerance, plan, loss_fn, exact, calibration)
+                      max_group_ratio, tolerance, plan, loss_fn, exact, calibration, allocation)
     finally:
         module.train(was_training)
 
@@ -121,7 +122,7 @@ def _set_mode(model: torch.nn.Module, training: bool) -> None:
 
 
 def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round_to, keep, verify, max_group_ratio,
-           tolerance, plan_source, loss_fn, exact, calibration) -> TorchPruneResult:
+           tolerance, plan_source, loss_fn, exact, calibration, allocation) -> TorchPruneResult:
     start = time.perf_counter()
     samples = calibration_inputs(calibration.data, inputs, module, calibration.samples)
     fit, held_out = split_held_out(samples)
@@ -164,9 +165,10 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             else:
                 scores = importance(analysis, criterion)
             if budget is not None:
-                plan, budget_outcome = select_for_budget(analysis, scores, budget, round_to, max_group_ratio)
+                plan, budget_outcome = select_for_budget(analysis, scores, budget, round_to, max_group_ratio,
+                                                         allocation)
             else:
-                plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio)
+                plan = select(analysis, scores, ratio, global_ranking, round_to, max_group_ratio, allocation)
         repair = None
         if repair_mode != "none" and plan.channels_removed:
             if repair_mode == "lsq" and criterion != "reconstruction":  # else every Gram is there
@@ -222,7 +224,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
     verification.shapes = [[list(x.shape) for x in c if isinstance(x, torch.Tensor)] for c in checks]
     sliced = {name: axes for name, axes in emission.sliced.items() if name in traced.params}
     settings = {"ratio": ratio, "importance": criterion, "global": global_ranking, "round_to": round_to,
-                "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio, "repair": repair_mode}
+                "keep": keep, "exact": exact, "max_group_ratio": max_group_ratio, "repair": repair_mode,
+                "allocation": allocation}
     if calibration.budget is not None:
         settings["target_" + calibration.budget.metric] = calibration.budget.target
     if plan_source is not None:

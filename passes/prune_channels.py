@@ -47,6 +47,7 @@ class PruneChannels(Pass):
     keep: str = ""
     exact: bool = False  # pin approximate groups (through a norm): only exactly-checked channels go
     max_group_ratio: float = 0.9
+    allocation: str = "normalised"  # how the global ranking compares groups (graphprune.selection)
     target_macs: float = 0.0  # a budget instead of the ratio: keep at most this fraction of MACs
     target_params: float = 0.0  # ... or of parameters
     repair: str = "none"  # with calibration: "bias" / "lsq" (planned here, applied after verification)
@@ -86,10 +87,10 @@ class PruneChannels(Pass):
             budget = budget_from(self.target_macs or None, self.target_params or None)
             if budget is not None:
                 self.plan, self.budget_outcome = select_for_budget(analysis, scores, budget, self.round_to,
-                                                                   self.max_group_ratio)
+                                                                   self.max_group_ratio, self.allocation)
             else:
                 self.plan = select(analysis, scores, self.ratio, self.global_ranking, self.round_to,
-                                   self.max_group_ratio)
+                                   self.max_group_ratio, self.allocation)
         if self.repair != "none" and self.plan.channels_removed:
             if self.repair == "lsq" and not gram:  # with reconstruction importance every Gram is there
                 pruned_inputs = repair_inputs(analysis, self.plan, stats)

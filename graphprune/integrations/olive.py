@@ -7,8 +7,8 @@ model for lossless folding), and hand the smaller model to the next pass:
 
 * ``GraphprunePrune``: the ``prune-channels`` pass. Its options are that
   pass's dataclass fields (``ratio``, ``importance``, ``global_ranking``,
-  ``round_to``, ``keep``, ``exact``, ``max_group_ratio``, ``target_macs``,
-  ``target_params``; see ``graphprune passes``), read from the class, so they
+  ``round_to``, ``keep``, ``exact``, ``max_group_ratio``, ``allocation``,
+  ``target_macs``, ``target_params``; see ``graphprune passes``), read from the class, so they
   follow it. ``dead_channels`` / ``dce`` cleanup runs after it.
 * ``GraphpruneFold``: the default lossless pipeline of ``graphprune fold``.
 * ``GraphprunePipeline``: any pipeline spec (``pipeline`` option), as
@@ -70,6 +70,8 @@ _HELP = {
     "keep": "regex: groups touching a node or tensor whose name matches are not pruned",
     "exact": "prune only groups the oracle checks exactly (keep LayerNorm/RMSNorm-normalised ones)",
     "max_group_ratio": "with global ranking or a budget, the largest fraction any one group may lose",
+    "allocation": "how global ranking and budgets compare groups: normalised (score over group mean) or cost "
+                  "(squared removal error per parameter removed)",
     "target_macs": "instead of ratio (when > 0): keep at most this fraction of the MACs",
     "target_params": "instead of ratio (when > 0): keep at most this fraction of the parameters",
 }
