@@ -1,8 +1,8 @@
 """Budgets: prune until the model keeps a given fraction of its MACs or parameters.
 
 A budget is met by the global policy of :mod:`graphprune.selection` (scores
-normalised per group, ranked across groups, no group losing more than
-``max_group_ratio``): the share of channels removed is bisected until the
+made comparable by the chosen allocation, ranked across groups, no group
+losing more than ``max_group_ratio``): the share of channels removed is bisected until the
 plan's cost — counted from the kept sizes, without emitting anything — is
 at most the target. Cost is monotone in that share, so bisection finds the
 least pruning that meets the budget; when even the cap cannot reach it, the

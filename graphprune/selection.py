@@ -14,8 +14,9 @@
     every group competes on relative importance (right for weight norms,
     whose scale differs from layer to layer for reasons unrelated to the loss);
   - ``"cost"``: ``score² / p``, where ``score²`` is the squared output error
-    of removing the channel and ``p`` the parameters removed with it: the
-    greedy order of the knapsack "least error per parameter saved". Meant for
+    of removing the channel and ``p`` the parameters removed with it (also
+    under a MACs budget: the denominator is not per MAC): the greedy order of
+    the knapsack "least error per parameter saved". Meant for
     the activation-aware criteria, whose scores are absolute errors on a common
     scale: in a pre-norm residual network an error written to the residual
     stream at any layer reaches the final norm about unchanged, so a layer
