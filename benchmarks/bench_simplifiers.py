@@ -6,7 +6,11 @@ random inputs). Models: torchvision exports with both exporters, the legacy
 export without constant folding (BatchNorm nodes kept, weights behind ops),
 and a variant whose weights are all ``Constant`` nodes.
 
-Usage: python benchmarks/bench_simplifiers.py [--runs 20] [MODEL ...]
+Pass time is the median of ``--repeats`` calls on fresh copies, after one
+untimed warm-up call per tool in the process (so neither tool's first-call
+imports count; the CLI's import floor is measured by bench_llm_scale.py).
+
+Usage: python benchmarks/bench_simplifiers.py [--runs 20] [--repeats 3] [--zoo | MODEL ...]
 Needs: pip install -e '.[torch,bench]' (onnxsim is skipped if it is not installed)
 """
 
@@ -91,30 +95,50 @@ def tools():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", default=DEFAULT)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=20, help="onnxruntime latency runs")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per tool and model (median)")
+    parser.add_argument("--zoo", action="store_true", help="every model of graphprune.models.CORE_MODELS")
     args = parser.parse_args()
+    names = list(models.CORE_MODELS) if args.zoo else args.names
+    warmed: set[str] = set()
+    slower: list[str] = []
     header = f"{'model':32} {'tool':14} {'nodes':>11} {'time s':>8} {'ms':>8}  outputs"
     print(header)
     print("-" * len(header))
-    for name in args.names:
+    for name in names:
         for label, model in variants(name):
             base_ms = latency_ms(model, args.runs)
             print(f"{label:32} {'(input)':14} {len(model.graph.node):>11} {'':>8} {base_ms:8.2f}")
+            seconds_of = {}
             for tool, run in tools():
-                source = onnx.ModelProto()
-                source.CopyFrom(model)
-                start = time.perf_counter()
                 try:
-                    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        out = run(source)
+                    if tool not in warmed:
+                        timed_call(run, model)
+                        warmed.add(tool)
+                    calls = [timed_call(run, model) for _ in range(args.repeats)]
                 except Exception as exc:  # a tool failure is a result
                     print(f"{'':32} {tool:14} {'FAIL':>11}  {exc.__class__.__name__}: {str(exc)[:60]}")
                     continue
-                seconds = time.perf_counter() - start
+                seconds, out = statistics.median(c[0] for c in calls), calls[-1][1]
+                seconds_of[tool] = seconds
                 same = compare(model, out).status
                 print(f"{'':32} {tool:14} {len(model.graph.node):>5}→{len(out.graph.node):<5} "
                       f"{seconds:8.3f} {latency_ms(out, args.runs):8.2f}  {same}", flush=True)
+            if "onnxslim" in seconds_of and seconds_of["graphprune"] >= seconds_of["onnxslim"]:
+                slower.append(f"{label} ({seconds_of['graphprune']:.3f} s vs {seconds_of['onnxslim']:.3f} s)")
+    print(f"\ngraphprune fold slower than onnxslim on {len(slower)} model(s)"
+          + (": " + ", ".join(slower) if slower else ""))
+
+
+def timed_call(run, model: onnx.ModelProto) -> tuple[float, onnx.ModelProto]:
+    """Seconds of one call on a fresh copy (tools may edit their input), and its result."""
+    source = onnx.ModelProto()
+    source.CopyFrom(model)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = run(source)
+    return time.perf_counter() - start, out
 
 
 if __name__ == "__main__":
