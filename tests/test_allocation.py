@@ -90,8 +90,8 @@ def test_cost_allocation_prunes_the_branch_that_matters_less_and_errs_less():
     data = [torch.randn(32, 8) for _ in range(4)]
     results = {}
     for allocation in ("normalised", "cost"):
-        result = graphprune.prune(copy.deepcopy(model), example_inputs=data[0], calibration=data, importance="activation",
-                                  repair="none", target_params=0.6, allocation=allocation)
+        result = graphprune.prune(copy.deepcopy(model), example_inputs=data[0], calibration=data,
+                                  importance="activation", repair="none", target_params=0.6, allocation=allocation)
         assert result.report["verification"]["status"] == "exact"
         assert result.report["budget"]["achieved"] <= 0.6
         assert result.report["settings"]["allocation"] == allocation
