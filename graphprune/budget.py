@@ -81,18 +81,32 @@ class PlanCost:
         return {"macs": macs, "params": params}
 
 
+def marginal_costs(analysis, scores, cost: PlanCost, full: int, metric: str) -> dict[int, float]:
+    """What removing a channel of each scored group saves of ``metric`` on average, the other groups
+    intact: the saving of removing the whole group over its size (one cost count per group). A count
+    is linear in one group's width, so this is exact for a single channel; MACs are bilinear in
+    adjacent widths, so across groups it is the first-order saving."""
+    saved = {}
+    for group in analysis.prunable_groups():
+        if group.id in scores:
+            plan = Plan(analysis, removed={group.id: np.ones(group.size, dtype=bool)})
+            saved[group.id] = float(full - cost(plan)[metric]) / group.size
+    return saved
+
+
 def select_for_budget(analysis, scores, budget: Budget, round_to: int = 1,
                       max_group_ratio: float = 0.9, allocation: str = "normalised") -> tuple[Plan, dict]:
     """The least-pruned global plan whose cost is at most ``budget.target`` of the original."""
     cost = PlanCost(analysis)
     full = cost(Plan(analysis))[budget.metric]
     goal = budget.target * full
+    channel_cost = marginal_costs(analysis, scores, cost, full, budget.metric) if allocation == "cost" else None
     lo, hi = 0.0, min(max_group_ratio, 0.999)
     best = None
     closest = None
     for _ in range(BISECTION_STEPS):
         mid = (lo + hi) / 2
-        plan = select(analysis, scores, mid, True, round_to, max_group_ratio, allocation)
+        plan = select(analysis, scores, mid, True, round_to, max_group_ratio, allocation, channel_cost)
         value = cost(plan)[budget.metric]
         if closest is None or value < closest[1]:
             closest = (plan, value, mid)

@@ -14,9 +14,9 @@
     every group competes on relative importance (right for weight norms,
     whose scale differs from layer to layer for reasons unrelated to the loss);
   - ``"cost"``: ``score² / p``, where ``score²`` is the squared output error
-    of removing the channel and ``p`` the parameters removed with it (also
-    under a MACs budget: the denominator is not per MAC): the greedy order of
-    the knapsack "least error per parameter saved". Meant for
+    of removing the channel and ``p`` what removing it saves — parameters, or
+    MACs under a MACs budget (:mod:`graphprune.budget` passes them): the greedy
+    order of the knapsack "least error per unit of budget saved". Meant for
     the activation-aware criteria, whose scores are absolute errors on a common
     scale: in a pre-norm residual network an error written to the residual
     stream at any layer reaches the final norm about unchanged, so a layer
@@ -129,16 +129,20 @@ ALLOCATIONS = ("normalised", "cost")
 
 def select(analysis: ChannelAnalysis, scores: dict[int, np.ndarray], ratio: float,
            global_ranking: bool = False, round_to: int = 1, max_group_ratio: float = 0.9,
-           allocation: str = "normalised") -> Plan:
-    """Choose the channels to remove from each prunable group."""
+           allocation: str = "normalised", channel_cost: dict[int, float] | None = None) -> Plan:
+    """Choose the channels to remove from each prunable group.
+
+    ``channel_cost``: with ``allocation="cost"``, what one channel of each group costs (group id ->
+    MACs, say); default its parameters (:func:`parameters_per_channel`).
+    """
     _validate(ratio, round_to, max_group_ratio)
     check_allocation(allocation)
     plan = Plan(analysis)
     groups = [g for g in analysis.prunable_groups() if g.id in scores]
     if not groups or ratio == 0:
         return plan
-    keep_counts = (_global_keep_counts(groups, _comparable(analysis, groups, scores, allocation), ratio,
-                                       round_to, max_group_ratio) if global_ranking else {})
+    keep_counts = (_global_keep_counts(groups, _comparable(analysis, groups, scores, allocation, channel_cost),
+                                       ratio, round_to, max_group_ratio) if global_ranking else {})
     for g in groups:
         score = scores[g.id]
         removed = np.zeros(g.size, dtype=bool)
@@ -183,11 +187,11 @@ def parameters_per_channel(analysis: ChannelAnalysis, group: ChannelGroup) -> fl
     return total / group.size if group.size else 0.0
 
 
-def _comparable(analysis, groups, scores, allocation) -> list[np.ndarray]:
+def _comparable(analysis, groups, scores, allocation, channel_cost=None) -> list[np.ndarray]:
     """Each group's scores on the common scale the global ranking compares (module docstring)."""
     if allocation == "cost":
-        return [np.asarray(scores[g.id], dtype=np.float64) ** 2 / max(parameters_per_channel(analysis, g), 1.0)
-                for g in groups]
+        cost = channel_cost or {g.id: parameters_per_channel(analysis, g) for g in groups}
+        return [np.asarray(scores[g.id], dtype=np.float64) ** 2 / max(cost.get(g.id, 0.0), 1.0) for g in groups]
     return [scores[g.id] / (scores[g.id].mean() or 1.0) for g in groups]
 
 

@@ -119,3 +119,37 @@ def test_onnx_path_and_cli_take_the_allocation(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["prune", str(path), "-o", str(out), "--ratio", "0.3", "--allocation", "biggest"])
     assert exc.value.code == 2
+
+
+class WideThenNarrow(nn.Module):
+    """conv 3→8 at 32×32, pool to 8×8, conv 8→16, linear 16→4: a first-group channel costs
+    3·9 + 1 + 16·9 = 172 parameters and 32·32·27 + 8·8·144 = 36,864 MACs; a second-group one
+    8·9 + 1 + 4 = 77 parameters and 8·8·72 + 4 = 4,612 MACs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 4)
+        return self.head(torch.relu(self.conv2(x)).mean((2, 3)))
+
+
+def test_a_macs_budget_prices_channels_in_macs():
+    from graphprune.budget import Budget, PlanCost, marginal_costs, select_for_budget
+
+    analysis, (first, second) = _hidden_groups(WideThenNarrow().eval(), torch.randn(1, 3, 32, 32))
+    cost = PlanCost(analysis)
+    full = cost(graphprune.selection.Plan(analysis))
+    saved = marginal_costs(analysis, {first.id: 0, second.id: 0}, cost, full["macs"], "macs")
+    assert saved == {first.id: 32 * 32 * 27 + 8 * 8 * 144, second.id: 8 * 8 * 72 + 4}
+    saved = marginal_costs(analysis, {first.id: 0, second.id: 0}, cost, full["params"], "params")
+    assert saved == {first.id: 172, second.id: 77}
+    # errors 2 and 1: per parameter 4/172 > 1/77, so the second group goes first; per MAC
+    # 4/36,864 < 1/4,612, so the first does
+    scores = {first.id: np.full(8, 2.0), second.id: np.ones(16)}
+    by_macs, _ = select_for_budget(analysis, scores, Budget("macs", 0.8), allocation="cost")
+    by_params, _ = select_for_budget(analysis, scores, Budget("params", 0.8), allocation="cost")
+    assert by_macs.removed[first.id].sum() > 0 and by_macs.removed[second.id].sum() == 0
+    assert by_params.removed[second.id].sum() > 0 and by_params.removed[first.id].sum() == 0
