@@ -135,8 +135,8 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
         max_group_ratio: with ``global_ranking``, the most any group may lose.
         allocation: how the global ranking (and a budget) compares groups:
             ``"normalised"`` (each score over its group's mean) or ``"cost"``
-            (squared removal error per parameter removed, for the
-            activation-aware criteria); see :mod:`graphprune.selection`.
+            (squared removal error per parameter removed, per MAC under
+            ``target_macs``; for the activation-aware criteria); see :mod:`graphprune.selection`.
         tolerance: relative error allowed by the oracle.
         plan: replay a previous prune instead of choosing channels: a report
             dict or the path of a ``--report`` JSON (its ``initializers``).
