@@ -228,7 +228,7 @@ def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranki
     if batches:
         _check_calibration_inputs(source, batches, calibration)
     with progress_step("shape inference"):
-        graph = load_onnx(source, input_shapes=input_shapes)
+        graph = load_onnx(source, input_shapes=input_shapes, validated=True)
     macs_at = metric_shapes(graph)
     rotation, oracle_source = None, source
     if rotate:
@@ -357,7 +357,7 @@ def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None
     with progress_step("load"):
         source = read_model(model)
     with progress_step("shape inference"):
-        graph = load_onnx(source, input_shapes=input_shapes)
+        graph = load_onnx(source, input_shapes=input_shapes, validated=True)
     lossless = pipeline.lossless
     result = pipeline(graph, verify=verify and not lossless)
     with progress_step("emission"):
@@ -366,7 +366,7 @@ def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None
         with progress_step("verification (end to end)"):
             end_to_end = compare(source, out, input_shapes=input_shapes)
         if not end_to_end.ok:
-            pipeline(load_onnx(source, input_shapes=input_shapes), verify=True)  # raises naming the pass
+            pipeline(load_onnx(source, input_shapes=input_shapes, validated=True), verify=True)  # raises naming the pass
             raise VerificationError(f"pipeline: {end_to_end.message}", end_to_end)
         result.verification = end_to_end
     return out, result

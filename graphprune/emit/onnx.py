@@ -79,11 +79,15 @@ def to_onnx(graph: Graph, infer: bool = True, weights: bool = True) -> onnx.Mode
         inputs = inputs + [helper.make_tensor_value_info(
             n, helper.np_dtype_to_tensor_dtype(graph.constants[n].dtype), graph.constants[n].shape)
             for n in order if n in used and n not in small and n not in listed]
-    out_graph = helper.make_graph([_node_proto(n) for n in graph.nodes], graph.name or "graph",
-                                  inputs, list(source.graph.output), initializer=initializers)
-    out_graph.doc_string = source.graph.doc_string
-    model = helper.make_model(out_graph, opset_imports=list(source.opset_import))
-    model.ir_version = source.ir_version
+    # filled in place: make_graph + make_model would copy every initializer twice more
+    model = onnx.ModelProto(ir_version=source.ir_version)
+    model.opset_import.extend(source.opset_import)
+    out_graph = model.graph
+    out_graph.name, out_graph.doc_string = graph.name or "graph", source.graph.doc_string
+    out_graph.node.extend(_node_proto(n) for n in graph.nodes)
+    out_graph.input.extend(inputs)
+    out_graph.output.extend(source.graph.output)
+    out_graph.initializer.extend(initializers)
     for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
         setattr(model, field, getattr(source, field))
     model.metadata_props.extend(source.metadata_props)

@@ -281,7 +281,7 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray:
 
 
 def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = True,
-              input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+              input_shapes: dict[str, tuple[int, ...]] | None = None, *, validated: bool = False) -> Graph:
     """Read an ONNX model into the IR.
 
     Args:
@@ -291,8 +291,10 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
         fold_shapes: evaluate shape arithmetic over static shapes into
             constants, so reshape targets and weight transposes are visible to
             the channel rules (lossless).
+        validated: ``model`` is a ModelProto :func:`read_model` returned and nothing changed since:
+            skip validating it again (a pass over every weight's bytes).
     """
-    proto = read_model(model)
+    proto = model if validated and isinstance(model, onnx.ModelProto) else read_model(model)
     where = str(model) if not isinstance(model, onnx.ModelProto) else (proto.graph.name or "model")
     try:
         inferred = infer_shapes(proto)
