@@ -249,8 +249,25 @@ def _held_elements(t: TensorProto) -> int | None:
     return held
 
 
+RAW_CHECK_MAX_BYTES = 1 << 20  # larger raw tensors are size-checked where they are decoded
+
+
+def raw_size_error(t: TensorProto, where: str) -> InputError | None:
+    """The error for a raw tensor holding other than the bytes its dims call for, else None."""
+    count = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+    want = _expected_bytes(t, count)
+    if want is None or len(t.raw_data) == want:
+        return None
+    return InputError(f"{where}: initializer '{t.name}' has shape {list(t.dims)} ({count} elements, "
+                      f"{want} bytes) but holds {len(t.raw_data)} bytes; the file is damaged or "
+                      f"the shape is wrong; {REEXPORT}")
+
+
 def _check_initializers(g: onnx.GraphProto, where: str) -> None:
-    """Each initializer has a known type and exactly the data its dims call for."""
+    """Each initializer has a known type and exactly the data its dims call for.
+
+    Reading ``raw_data`` copies it, so raw tensors over ``RAW_CHECK_MAX_BYTES`` are checked by
+    :func:`graphprune.weights.tensor_array` when decoded (the same error), not twice here."""
     valid_types = set(TensorProto.DataType.values()) - {TensorProto.UNDEFINED}
     for t in g.initializer:
         if t.data_type not in valid_types:
@@ -262,10 +279,9 @@ def _check_initializers(g: onnx.GraphProto, where: str) -> None:
         count = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
         if t.HasField("raw_data"):
             want = _expected_bytes(t, count)
-            if want is not None and len(t.raw_data) != want:
-                raise InputError(f"{where}: initializer '{t.name}' has shape {list(t.dims)} ({count} elements, "
-                                 f"{want} bytes) but holds {len(t.raw_data)} bytes; the file is damaged or "
-                                 f"the shape is wrong; {REEXPORT}")
+            error = raw_size_error(t, where) if want is None or want <= RAW_CHECK_MAX_BYTES else None
+            if error is not None:
+                raise error
             continue
         held = _held_elements(t)
         if held is not None and held != count:

@@ -328,11 +328,21 @@ def has_references(model: onnx.ModelProto) -> bool:
     return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
-def tensor_array(tensor: TensorProto) -> np.ndarray:
-    """A TensorProto's value; an absolute external reference is mapped, not read."""
+def tensor_array(tensor: TensorProto, where: str = "the model") -> np.ndarray:
+    """A TensorProto's value; an absolute external reference is mapped, not read.
+
+    Raw data of the wrong length is an InputError naming ``where`` (the file) and the tensor."""
     if tensor.data_location == TensorProto.EXTERNAL:
         return _external_array(tensor, Path("/"), f"tensor '{tensor.name}'", {})
-    return onnx.numpy_helper.to_array(tensor)
+    try:
+        return onnx.numpy_helper.to_array(tensor)
+    except ValueError:
+        from .validate import raw_size_error
+
+        error = raw_size_error(tensor, where) if tensor.HasField("raw_data") else None
+        if error is None:
+            raise
+        raise error from None
 
 
 COPY_CHUNK = 1 << 26

@@ -208,3 +208,28 @@ def test_signals_deferred_raises_after_the_block():
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.mark.parametrize("command", ["prune", "fold", "inspect"])
+def test_a_large_truncated_weight_exits_2_naming_it(tmp_path, command):
+    """Raw tensors over validate.RAW_CHECK_MAX_BYTES are size-checked when decoded, not by the
+    validator: the same one-line error, nothing written."""
+    from graphprune.validate import RAW_CHECK_MAX_BYTES
+
+    w = np.zeros((RAW_CHECK_MAX_BYTES // 4 // 64 + 1, 64), np.float32)  # just over the threshold
+    big = onnx.numpy_helper.from_array(w, "w")
+    big.raw_data = big.raw_data[:-4]
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, w.shape[0]])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 64])], [big]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    src = _write(tmp_path, model)
+    out = tmp_path / "out.onnx"
+    argv = {"prune": ["prune", str(src), "-o", str(out), "--ratio", "0.5"],
+            "fold": ["fold", str(src), "-o", str(out)], "inspect": ["inspect", str(src)]}[command]
+    code, stderr = run_cli(argv)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and str(src) in lines[0] and "initializer 'w'" in lines[0] and "but holds" in lines[0]
+    assert not out.exists()

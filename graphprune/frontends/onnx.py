@@ -304,7 +304,7 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto, fold_shapes: bool = Tr
     for vi in (*inferred.input, *inferred.value_info, *inferred.output):
         tensors[vi.name] = _tensor_info(vi)
     g = proto.graph
-    constants = {init.name: tensor_array(init) for init in g.initializer}
+    constants = {init.name: tensor_array(init, where) for init in g.initializer}
     pristine = {init.name: (constants[init.name], init) for init in g.initializer}
     inputs = [i.name for i in g.input if i.name not in constants]
     for name in inputs:
