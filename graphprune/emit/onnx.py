@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,6 +37,21 @@ def _node_proto(node) -> onnx.NodeProto:
             raw = helper.make_attribute(name, value)
         proto.attribute.append(raw)
     return proto
+
+
+def _add_initializer(out: onnx.GraphProto, graph: Graph, name: str) -> None:
+    """Append ``name``'s initializer to ``out``. A plain numeric array is encoded straight into
+    the output (one copy of its bytes, not from_array's tensor plus a copy into the graph)."""
+    value = graph.constants[name]
+    if graph.pristine.get(name, (None,))[0] is not value and isinstance(value, np.ndarray) \
+            and not isinstance(value, np.memmap) and value.dtype.kind in "fiub" and value.dtype.isnative \
+            and sys.byteorder == "little" and not (graph.spill is not None and value.nbytes >= SPILL_MIN_BYTES):
+        tensor = out.initializer.add()
+        tensor.name, tensor.data_type = name, helper.np_dtype_to_tensor_dtype(value.dtype)
+        tensor.dims.extend(value.shape)
+        tensor.raw_data = np.ascontiguousarray(value).tobytes()
+        return
+    out.initializer.append(_initializer(graph, name))
 
 
 def _initializer(graph: Graph, name: str) -> onnx.TensorProto:
@@ -71,10 +87,10 @@ def to_onnx(graph: Graph, infer: bool = True, weights: bool = True) -> onnx.Mode
         set(graph.constants) - set(source_inits))
     inputs = [vi for vi in source.graph.input if vi.name in graph.inputs or vi.name in used]
     if weights:
-        initializers = [_initializer(graph, n) for n in order if n in used]
+        initializer_names = [n for n in order if n in used]
     else:
-        small = [n for n in order if n in used and graph.constants[n].size <= SKELETON_MAX_ELEMENTS]
-        initializers = [_initializer(graph, n) for n in small]
+        initializer_names = small = [n for n in order if n in used
+                                     and graph.constants[n].size <= SKELETON_MAX_ELEMENTS]
         listed = {vi.name for vi in inputs}
         inputs = inputs + [helper.make_tensor_value_info(
             n, helper.np_dtype_to_tensor_dtype(graph.constants[n].dtype), graph.constants[n].shape)
@@ -87,7 +103,8 @@ def to_onnx(graph: Graph, infer: bool = True, weights: bool = True) -> onnx.Mode
     out_graph.node.extend(_node_proto(n) for n in graph.nodes)
     out_graph.input.extend(inputs)
     out_graph.output.extend(source.graph.output)
-    out_graph.initializer.extend(initializers)
+    for name in initializer_names:
+        _add_initializer(out_graph, graph, name)
     for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
         setattr(model, field, getattr(source, field))
     model.metadata_props.extend(source.metadata_props)
