@@ -148,7 +148,21 @@ def snapshot(gm: fx.GraphModule) -> fx.GraphModule:
 
 def _widened(gm: fx.GraphModule) -> fx.GraphModule:
     """``gm`` with every float parameter and buffer replaced by a float64 copy. Not
-    ``Module.double()``: that swaps ``.data`` of the shared tensors themselves."""
+    ``Module.double()``: that swaps ``.data`` of the shared tensors themselves.
+
+    The graph (the snapshot's own copy) is widened too: torch.export writes float32 into
+    dtype assertions and casts (``_assert_tensor_metadata``, ``.float()``, ``_to_copy``), which
+    would fail or narrow a float64 run.
+    """
+    assert_metadata = getattr(torch.ops.aten, "_assert_tensor_metadata", None)
+    wide = {torch.float32: torch.float64, torch.float16: torch.float64, torch.bfloat16: torch.float64}
+    for node in list(gm.graph.nodes):
+        if assert_metadata is not None and node.target is getattr(assert_metadata, "default", None):
+            gm.graph.erase_node(node)
+            continue
+        node.args = pytree.tree_map(lambda v: wide.get(v, v) if isinstance(v, torch.dtype) else v, node.args)
+        node.kwargs = pytree.tree_map(lambda v: wide.get(v, v) if isinstance(v, torch.dtype) else v, node.kwargs)
+    gm.recompile()
     for m in gm.modules():
         for store in (m._parameters, m._buffers):
             for name, value in store.items():

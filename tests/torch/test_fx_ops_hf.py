@@ -112,6 +112,35 @@ def test_llama_embedding_and_rms_norm_pow_are_translated():
     assert "model.embed_tokens.weight[axis 0]" not in group
 
 
+
+def test_the_noise_floor_runs_through_torch_export_dtype_assertions():
+    """torch.export writes float32 into dtype assertions and casts (LLaMA's rotary embedding):
+    the float64 oracle behind the noise floor widens them instead of failing (it returned 0.0
+    there, so a correct prune of a deep model could be rejected for float32 rounding)."""
+    from graphprune.channels import analyse
+    from graphprune.frontends.fx import trace
+    from graphprune.importance import importance
+    from graphprune.selection import select
+    from graphprune.torch_prune import without_cache
+    from graphprune.verify_torch import check_inputs, noise_floor, reference_outputs, snapshot
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                                      intermediate_size=128, num_hidden_layers=2, vocab_size=1000,
+                                      max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(config).eval()
+    example = (torch.randint(0, 1000, (1, 12)),)
+    with without_cache(model):
+        traced = trace(model, example)
+        analysis = analyse(traced.graph)
+        analysis.pin_approximate()
+        plan = select(analysis, importance(analysis, "l2"), 0.5)
+        references, checks, _ = reference_outputs(traced, plan, check_inputs(example))
+        floor = noise_floor(traced, plan, checks[:1], references[:1], snapshot(traced.gm))
+    assert 1e-10 < floor < 1e-5  # float32 against float64: rounding, not 0 (not run) nor large
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the float64 copy was private
+
+
 # -- timm (symbolic trace) -----------------------------------------------------------------------
 
 def test_deit_sdpa_with_placeholder_mask_prunes_heads():
