@@ -198,7 +198,7 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
                                                                            tolerance)
                     if _numeric_failure(verification):  # the oracle's own rounding may explain it
                         with step("verification: noise floor"):
-                            noise = noise_floor(traced, plan, checks[:1], reference[:1], before)
+                            noise = noise_floor(traced, plan, checks, reference, before)
                         if NOISE_MARGIN * noise > tolerance:
                             tolerance = NOISE_MARGIN * noise
                             pruned, verification, repaired = _verify_first_passing(
