@@ -366,7 +366,8 @@ def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None
         with progress_step("verification (end to end)"):
             end_to_end = compare(source, out, input_shapes=input_shapes)
         if not end_to_end.ok:
-            pipeline(load_onnx(source, input_shapes=input_shapes, validated=True), verify=True)  # raises naming the pass
+            # run again, every pass checked: raises naming the pass at fault
+            pipeline(load_onnx(source, input_shapes=input_shapes, validated=True), verify=True)
             raise VerificationError(f"pipeline: {end_to_end.message}", end_to_end)
         result.verification = end_to_end
     return out, result

@@ -100,7 +100,9 @@ def select_for_budget(analysis, scores, budget: Budget, round_to: int = 1,
     cost = PlanCost(analysis)
     full = cost(Plan(analysis))[budget.metric]
     goal = budget.target * full
-    channel_cost = marginal_costs(analysis, scores, cost, full, budget.metric) if allocation == "cost" else None
+    # parameters per channel are selection's default; MACs need the cost model
+    channel_cost = (marginal_costs(analysis, scores, cost, full, "macs")
+                    if allocation == "cost" and budget.metric == "macs" else None)
     lo, hi = 0.0, min(max_group_ratio, 0.999)
     best = None
     closest = None

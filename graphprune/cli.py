@@ -415,8 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allocation", choices=("normalised", "cost"), default="normalised",
                    help="how --global and the --target-* budgets compare groups: 'normalised' ranks each "
                         "score against its group's mean (default; right for weight norms), 'cost' by squared "
-                        "removal error per parameter (per MAC under --target-macs) removed (for the calibrated criteria, whose scores are "
-                        "absolute output errors)")
+                        "removal error per parameter removed, per MAC under --target-macs (for the calibrated "
+                        "criteria, whose scores are absolute output errors)")
     p.add_argument("--round-to", type=int, default=1, metavar="N",
                    help="keep a multiple of N channels per group")
     p.add_argument("--keep", metavar="REGEX",

@@ -39,13 +39,21 @@ def _node_proto(node) -> onnx.NodeProto:
     return proto
 
 
+def _spills(graph: Graph, value) -> bool:
+    """Is ``value`` large enough to be written by file reference (disk-backed graphs)?"""
+    return graph.spill is not None and isinstance(value, np.ndarray) and value.nbytes >= SPILL_MIN_BYTES \
+        and not value.dtype.hasobject
+
+
 def _add_initializer(out: onnx.GraphProto, graph: Graph, name: str) -> None:
-    """Append ``name``'s initializer to ``out``. A plain numeric array is encoded straight into
-    the output (one copy of its bytes, not from_array's tensor plus a copy into the graph)."""
+    """Append ``name``'s initializer to ``out``. A changed plain numeric array in memory is encoded
+    straight into the output (one copy of its bytes, not from_array's tensor plus a copy into the
+    graph); anything else goes through :func:`_initializer`."""
     value = graph.constants[name]
-    if graph.pristine.get(name, (None,))[0] is not value and isinstance(value, np.ndarray) \
-            and not isinstance(value, np.memmap) and value.dtype.kind in "fiub" and value.dtype.isnative \
-            and sys.byteorder == "little" and not (graph.spill is not None and value.nbytes >= SPILL_MIN_BYTES):
+    changed = graph.pristine.get(name, (None,))[0] is not value
+    plain = isinstance(value, np.ndarray) and not isinstance(value, np.memmap) and value.dtype.kind in "fiub" \
+        and value.dtype.isnative and sys.byteorder == "little"  # raw_data is little-endian
+    if changed and plain and not _spills(graph, value):
         tensor = out.initializer.add()
         tensor.name, tensor.data_type = name, helper.np_dtype_to_tensor_dtype(value.dtype)
         tensor.dims.extend(value.shape)
@@ -60,8 +68,7 @@ def _initializer(graph: Graph, name: str) -> onnx.TensorProto:
     loaded, tensor = graph.pristine.get(name, (None, None))
     if value is loaded:
         return tensor  # untouched: the source's own encoding (or its file reference)
-    if graph.spill is not None and isinstance(value, np.ndarray) and value.nbytes >= SPILL_MIN_BYTES \
-            and not value.dtype.hasobject:
+    if _spills(graph, value):
         where = file_range(value) or file_range(graph.spill.put(value))
         if where is not None:  # disk-backed: name the bytes where they lie
             return reference(name, *where, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)

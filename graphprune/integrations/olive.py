@@ -71,7 +71,7 @@ _HELP = {
     "exact": "prune only groups the oracle checks exactly (keep LayerNorm/RMSNorm-normalised ones)",
     "max_group_ratio": "with global ranking or a budget, the largest fraction any one group may lose",
     "allocation": "how global ranking and budgets compare groups: normalised (score over group mean) or cost "
-                  "(squared removal error per parameter removed)",
+                  "(squared removal error per parameter removed, per MAC under target_macs)",
     "target_macs": "instead of ratio (when > 0): keep at most this fraction of the MACs",
     "target_params": "instead of ratio (when > 0): keep at most this fraction of the parameters",
 }
