@@ -44,6 +44,10 @@ class MaskedInterpreter(fx.Interpreter):
             return super().run_node(n)
         with self._set_current_node(n):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
+            if len(masks) == 1 and n.op == "call_module":
+                value = _over_kept(self.fetch_attr(n.target), masks[0], args, kwargs, self.env, self.by_name)
+                if value is not None:
+                    return value
             weights = {}
             for source, axis, keep in masks:
                 if source.startswith(PARAMETER):
@@ -57,6 +61,25 @@ class MaskedInterpreter(fx.Interpreter):
             if weights:
                 return _call_masked(self.fetch_attr(n.target), weights, args, kwargs)
             return getattr(self, n.op)(n.target, args, kwargs)
+
+
+def _over_kept(module, mask, args, kwargs, env, by_name):
+    """A plain Linear or Conv whose input is masked, computed over the kept input channels only:
+    ``W[:, kept] · x[kept]`` is the masked contraction ``W · (keep ⊙ x)`` without its zero terms,
+    at the cost of the kept fraction (the unpruned model dominates a verified prune). None
+    where the module or the mask is of another kind (the caller zeroes the input instead)."""
+    source, axis, keep = mask
+    if kwargs or len(args) != 1 or source.startswith(PARAMETER) or env.get(by_name[source]) is not args[0]:
+        return None
+    x = args[0]
+    if type(module) is torch.nn.Linear and axis in (-1, x.dim() - 1):
+        kept = keep.nonzero().squeeze(1)
+        return torch.nn.functional.linear(x.index_select(-1, kept), module.weight.index_select(1, kept), module.bias)
+    if type(module) in (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d) and module.groups == 1 and axis == 1 \
+            and x.dim() == module.weight.dim():
+        kept = keep.nonzero().squeeze(1)
+        return module._conv_forward(x.index_select(1, kept), module.weight.index_select(1, kept), module.bias)
+    return None
 
 
 PARAMETER = "param:"  # a mask source that is a leaf module's own parameter, not an fx node
@@ -96,12 +119,18 @@ def oracle_masks(model: FxModel, plan) -> dict[str, list]:
     """``{consumer fx node: [(input fx node, axis, kept mask)]}`` for every pruned contraction."""
     masks: dict[str, list] = {}
     table = plan.analysis.table
+    producers = None
     for c in table.contractions:
         kept = plan.kept(c.dim)
         if kept is None:
             continue
         source = model.fx_of_ir.get(c.tensor)
         consumer = model.origin[c.node]
+        if source is None:  # a conv module with reflect/replicate/circular padding pads first
+            producers = producers if producers is not None else model.graph.producers()
+            pad = producers.get(c.tensor)
+            if pad is not None and pad.op == "Pad" and model.origin.get(pad.name) is consumer and c.axis < 2:
+                source = model.fx_of_ir.get(pad.inputs[0])  # a spatial pad: zero the channel before it
         if source is None and consumer.op == "call_module" and c.tensor in model.params:
             source = PARAMETER + c.tensor[len(consumer.target) + 1:]  # a leaf module's own weight
         if source is None:
@@ -121,7 +150,13 @@ def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tupl
     """
     runner, uncovered = oracle(model, plan)
     references, used = [], []
+    merged = _merged_batch(inputs_list) if count == 2 else None
     with torch.no_grad():
+        if merged is not None:
+            try:
+                return [runner.run(*merged)], [merged], uncovered + sorted(runner.unhandled)
+            except Exception:  # the graph fixed the batch: the example and the variants as they are
+                runner.unhandled.clear()
         for k, inputs in enumerate(inputs_list):
             try:
                 references.append(runner.run(*inputs))
@@ -133,6 +168,28 @@ def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tupl
             if len(used) == count:
                 break
     return references, used, uncovered + sorted(runner.unhandled)
+
+
+def _merged_batch(inputs_list: list[tuple]) -> tuple | None:
+    """One input set in place of the example and the first variant, where the variant differs
+    only by a larger batch (images: only the batch is free): the example's rows followed by
+    the variant's extra rows. It is at another shape than the example (a batch-locked result
+    fails it) and holds the example, at two thirds of the compute for a batch of 1 (the
+    oracle runs the unpruned model, which dominates a verified CNN prune). None otherwise."""
+    if len(inputs_list) < 2 or len(inputs_list[0]) != len(inputs_list[1]):
+        return None
+    merged, grown = [], False
+    for x, y in zip(inputs_list[0], inputs_list[1]):
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            if x is not y:
+                return None
+            merged.append(x)
+            continue
+        if x.dim() == 0 or x.dim() != y.dim() or x.shape[1:] != y.shape[1:] or y.shape[0] <= x.shape[0]:
+            return None
+        merged.append(torch.cat([x, y[x.shape[0]:]]))
+        grown = True
+    return tuple(merged) if grown else None
 
 
 def snapshot(gm: fx.GraphModule) -> fx.GraphModule:
