@@ -31,6 +31,8 @@ from .calibration import calibration_report, split_held_out
 from .channels import analyse
 from .emit.torch import emit_torch, repair_attributes, stale_attributes
 from .errors import InputError, VerificationError
+from .frontends.concrete import TRACER as CONCRETE
+from .frontends.concrete import NeedsExport
 from .frontends.fx import FxModel, trace
 from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes, undo_edits, validation_veto
 from .importance import CRITERIA, TORCH_CRITERIA, importance
@@ -45,7 +47,7 @@ from .torch_importance import torch_importance
 from .torch_repair import apply_repair, float_outputs
 from .torch_rotation import rotate_streams
 from .verify import Verification
-from .verify_torch import check_inputs, compare_outputs, noise_floor, reference_outputs, snapshot
+from .verify_torch import OracleGraph, check_inputs, compare_outputs, noise_floor, reference_outputs, snapshot
 
 
 @dataclass
@@ -106,11 +108,24 @@ def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=Non
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     was_training = module.training
     module.eval()
+    settings = (module, was_training, ratio, inputs, importance_name, global_ranking, round_to, keep, verify,
+                max_group_ratio, tolerance, plan, loss_fn, exact, calibration, allocation)
     try:
-        return _prune(module, was_training, ratio, inputs, importance_name, global_ranking, round_to, keep, verify,
-                      max_group_ratio, tolerance, plan, loss_fn, exact, calibration, allocation)
+        try:  # a concrete trace first where nothing runs the graph at other inputs than the checks
+            return _prune(*settings, concrete=concrete_first(module, calibration))
+        except NeedsExport:  # the module is as it was: prune from a shape-generic trace instead
+            return _prune(*settings, concrete=False)
     finally:
         module.train(was_training)
+
+
+def concrete_first(module: torch.nn.Module, calibration: Calibration) -> bool:
+    """Whether a concrete trace (:mod:`.frontends.concrete`) is tried before torch.export: for a
+    Hugging Face model without calibration data. Its class is kept (its sizes live in its config,
+    which the prune updates), so the graph is never returned; calibration would run the graph at
+    other shapes. Elsewhere a graph must often be returned (torchvision's ViT and Swin), and the
+    concrete attempt would be lost time."""
+    return calibration.data is None and is_hf_model(module)
 
 
 def _set_mode(model: torch.nn.Module, training: bool) -> None:
@@ -122,14 +137,14 @@ def _set_mode(model: torch.nn.Module, training: bool) -> None:
 
 
 def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round_to, keep, verify, max_group_ratio,
-           tolerance, plan_source, loss_fn, exact, calibration, allocation) -> TorchPruneResult:
+           tolerance, plan_source, loss_fn, exact, calibration, allocation, concrete: bool) -> TorchPruneResult:
     start = time.perf_counter()
     samples = calibration_inputs(calibration.data, inputs, module, calibration.samples)
     fit, held_out = split_held_out(samples)
     repair_mode = calibration.repair if calibration.repair != "auto" else ("lsq" if samples else "none")
     with without_cache(module):
         with step("tracing"):
-            traced = trace(module, inputs)
+            traced = trace(module, inputs, concrete=concrete and not samples)
         graph = traced.graph
         macs_before, params_before = total_macs(graph), _params(module)
         analysis = analyse(graph)
@@ -176,11 +191,13 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
                 stats.update(collect_statistics(traced, fit, pruned_inputs, gram=set(pruned_inputs)))
             repair = plan_repair(analysis, plan, stats, repair_mode)
         originals = float_outputs(traced.gm, held_out) if samples else []
-        reference, checks, noise, uncovered, before = None, [tuple(inputs)], 0.0, [], None
+        reference, checks, noise, uncovered, graphs, before = None, [tuple(inputs)], 0.0, [], [], None
         if verify:
             with step("verification: oracle outputs"):
-                reference, checks, uncovered = reference_outputs(traced, plan, check_inputs(inputs))
-            before = snapshot(traced.gm)  # for the noise floor, measured only if the tolerance is exceeded
+                reference, checks, uncovered, graphs = reference_outputs(traced, plan, check_inputs(inputs))
+            if any(g.gm is traced.gm for g in graphs):  # for the noise floor, measured only if the tolerance
+                before = snapshot(traced.gm)  # is exceeded (emission edits the traced graph)
+            graphs = [OracleGraph(before, g.masks, g.norms) if g.gm is traced.gm else g for g in graphs]
         # the sequential refit fits the pruned linears to the original's outputs: keep a copy
         original = copy.deepcopy(module) if repair_mode == "lsq" and plan.channels_removed else None
         with step("emission"):
@@ -198,18 +215,21 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
                                                                            tolerance)
                     if _numeric_failure(verification):  # the oracle's own rounding may explain it
                         with step("verification: noise floor"):
-                            noise = noise_floor(traced, plan, checks, reference, before)
+                            noise = noise_floor(traced, plan, checks, reference, graphs)
                         if NOISE_MARGIN * noise > tolerance:
                             tolerance = NOISE_MARGIN * noise
                             pruned, verification, repaired = _verify_first_passing(
                                 traced, emission, reference, checks, tolerance)
                         verification.noise_floor = noise
-                    del before
+                    del before, graphs
                 else:
                     pruned, repaired = _choose(traced, emission, checks)
                     _set_mode(pruned, False)
                     verification = (compare_outputs(reference, pruned, checks, tolerance, approx) if verify
                                     else Verification("skipped", tolerance=tolerance))
+                if traced.tracer == CONCRETE and (pruned is not module or not verification.ok):
+                    raise NeedsExport("the pruned class does not reproduce the concrete oracle: the "
+                                      "shape-generic trace decides (and gives the graph if it must be returned)")
         except BaseException:
             emission.rollback()
             raise

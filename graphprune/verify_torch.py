@@ -11,10 +11,14 @@ so hidden-size prunes are checked exactly too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
+from .frontends.concrete import TRACER as CONCRETE
+from .frontends.concrete import NeedsExport, graph_at
 from .frontends.fx import FxModel, dynamic_axes
 from .masked_norms import evaluate, norm_masks
 from .verify import Verification
@@ -108,13 +112,6 @@ def _call_masked(module: torch.nn.Module, weights: dict, args, kwargs):
     return torch.func.functional_call(module, masked, args, kwargs)
 
 
-def oracle(model: FxModel, plan, gm: fx.GraphModule | None = None) -> tuple[MaskedInterpreter, list[str]]:
-    """The oracle's interpreter over ``gm`` (the traced graph by default) and the statistics it
-    cannot take over kept channels (non-empty: the prune stays approximate)."""
-    norms, uncovered = norm_masks(model, plan)
-    return MaskedInterpreter(gm if gm is not None else model.gm, oracle_masks(model, plan), norms), uncovered
-
-
 def oracle_masks(model: FxModel, plan) -> dict[str, list]:
     """``{consumer fx node: [(input fx node, axis, kept mask)]}`` for every pruned contraction."""
     masks: dict[str, list] = {}
@@ -141,33 +138,103 @@ def oracle_masks(model: FxModel, plan) -> dict[str, list]:
     return masks
 
 
-def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tuple[list, list, list[str]]:
+@dataclass
+class OracleGraph:
+    """A graph the oracle runs, with its masks placed by that graph's node names."""
+
+    gm: fx.GraphModule
+    masks: dict
+    norms: dict
+
+    def runner(self) -> MaskedInterpreter:
+        return MaskedInterpreter(self.gm, self.masks, self.norms)
+
+
+def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tuple[list, list, list[str], list]:
     """The oracle's outputs on the first ``count`` input sets the traced graph accepts.
 
     Input sets the graph rejects (a size it specialised) are skipped; the
     example itself must run. Returns ``(references, the input sets used,
-    statistics not taken over kept channels)``.
+    statistics not taken over kept channels, the OracleGraph each ran on)``: the
+    traced graph, or for a concrete trace a fresh one per input set
+    (:func:`.concrete.graph_at`), which must reach another shape than the example's
+    (:class:`.concrete.NeedsExport`).
     """
-    runner, uncovered = oracle(model, plan)
-    references, used = [], []
+    masks = oracle_masks(model, plan)
+    norms, uncovered = norm_masks(model, plan)
+    unhandled: set[str] = set()
+
+    def run(inputs):
+        gm, names = graph_at(model, inputs)
+        graph = OracleGraph(gm, masks, norms) if names is None else _renamed(model.gm, gm, names, masks, norms)
+        runner = graph.runner()
+        out = runner.run(*inputs)
+        unhandled.update(runner.unhandled)
+        return out, graph
+
     merged = _merged_batch(inputs_list) if count == 2 else None
     with torch.no_grad():
         if merged is not None:
             try:
-                return [runner.run(*merged)], [merged], uncovered + sorted(runner.unhandled)
+                out, graph = run(merged)
+                return [out], [merged], uncovered + sorted(unhandled), [graph]
+            except NeedsExport:
+                raise
             except Exception:  # the graph fixed the batch: the example and the variants as they are
-                runner.unhandled.clear()
+                pass
+        references, used, graphs = [], [], []
         for k, inputs in enumerate(inputs_list):
             try:
-                references.append(runner.run(*inputs))
+                out, graph = run(inputs)
+            except NeedsExport:
+                raise
             except Exception:
                 if k == 0:
                     raise
                 continue
+            references.append(out)
             used.append(inputs)
+            graphs.append(graph)
             if len(used) == count:
                 break
-    return references, used, uncovered + sorted(runner.unhandled)
+    if model.tracer == CONCRETE and count > 1 and len({_shapes(u) for u in used}) < 2:
+        raise NeedsExport("the concrete trace runs at no other shape than the example's")
+    return references, used, uncovered + sorted(unhandled), graphs
+
+
+def _renamed(a: fx.GraphModule, b: fx.GraphModule, names: dict[str, str], masks: dict, norms: dict) -> OracleGraph:
+    """The masks of graph ``a`` placed on graph ``b`` (another concrete trace): each consumer and
+    statistic by :func:`.concrete.aligned`'s names, each masked input by its position among the
+    consumer's arguments. :class:`.concrete.NeedsExport` where one has no counterpart."""
+    in_a = {n.name: n for n in a.graph.nodes}
+    in_b = {n.name: n for n in b.graph.nodes}
+
+    def counterpart(name: str) -> fx.Node:
+        node = in_b.get(names.get(name, ""))
+        if node is None or node.op != in_a[name].op or node.target != in_a[name].target:
+            raise NeedsExport(f"the concrete trace at other shapes has no counterpart of '{name}'")
+        return node
+
+    placed = {}
+    for consumer, entries in masks.items():
+        there = counterpart(consumer)
+        here_args = pytree.tree_leaves((in_a[consumer].args, in_a[consumer].kwargs))
+        there_args = pytree.tree_leaves((there.args, there.kwargs))
+        moved = []
+        for source, axis, keep in entries:
+            if source.startswith(PARAMETER):
+                moved.append((source, axis, keep))
+                continue
+            at = next((i for i, x in enumerate(here_args) if isinstance(x, fx.Node) and x.name == source), None)
+            if at is None or len(there_args) != len(here_args) or not isinstance(there_args[at], fx.Node):
+                raise NeedsExport(f"the concrete trace at other shapes feeds '{consumer}' otherwise")
+            moved.append((there_args[at].name, axis, keep))
+        placed[there.name] = moved
+    return OracleGraph(b, placed, {counterpart(name).name: value for name, value in norms.items()})
+
+
+def _shapes(inputs) -> tuple:
+    return tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in inputs)
 
 
 def _merged_batch(inputs_list: list[tuple]) -> tuple | None:
@@ -231,23 +298,27 @@ def _widened(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
-def noise_floor(model: FxModel, plan, inputs_list, references, original: fx.GraphModule) -> float:
+def noise_floor(model: FxModel, plan, inputs_list, references, originals: list[OracleGraph]) -> float:
     """Float32 rounding of the oracle itself: its relative distance to the same oracle in float64.
 
     A correct prune changes the order of summation in every contraction, so it
     may differ from the float32 oracle by about as much as the oracle differs
     from exact arithmetic; on deep models that exceeds a fixed tolerance.
-    ``original`` is the :func:`snapshot` taken before emission (widened in place: it
-    serves once). 0.0 when the graph cannot run in float64.
+    ``originals[k]`` is the unpruned graph for ``inputs_list[k]``: the :func:`snapshot` taken
+    before emission, or a concrete trace of those inputs (each widened in place: they serve
+    once). 0.0 when the graph cannot run in float64.
     """
     try:
-        runner, _ = oracle(model, plan, _widened(original))
+        widened: set[int] = set()
         worst = 0.0
         with torch.no_grad():
-            for ref, inputs in zip(references, inputs_list):
+            for ref, inputs, graph in zip(references, inputs_list, originals):
+                if id(graph.gm) not in widened:
+                    _widened(graph.gm)
+                    widened.add(id(graph.gm))
                 wide = tuple(x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
                              for x in inputs)
-                exact = [t for t in pytree.tree_leaves(runner.run(*wide)) if isinstance(t, torch.Tensor)]
+                exact = [t for t in pytree.tree_leaves(graph.runner().run(*wide)) if isinstance(t, torch.Tensor)]
                 got = [t for t in pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
                 for a, b in zip(exact, got):
                     if a.is_floating_point() and a.shape == b.shape and a.numel():

@@ -52,6 +52,15 @@ def functionalise(gm: fx.GraphModule) -> bool:
     return True
 
 
+def mutates(gm: fx.GraphModule) -> bool:
+    """Whether an ATen (training-IR) graph mutates tensors in place (``zero_`` on a slice,
+    ``copy_`` into a view). Only then is it functionalised: locally where every mutated tensor is
+    private (:func:`functionalise`), else (torch.export) by ``run_decompositions``, which re-traces
+    the program (about half of a prune); the translation table knows the training IR's ATen ops,
+    but an SSA graph is what its couplings assume."""
+    return any(_mutable(n) for n in gm.graph.nodes)
+
+
 def _mutable(n: fx.Node) -> bool:
     return n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
 

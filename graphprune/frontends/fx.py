@@ -33,7 +33,7 @@ from torch.utils import _pytree as pytree
 
 from ..errors import InputError
 from ..ir import Graph, Node, TensorInfo
-from .functionalise import functionalise
+from .functionalise import functionalise, mutates
 
 IR_OPSET = 17  # the attribute/input conventions the translation writes
 
@@ -63,7 +63,7 @@ class FxModel:
     module: torch.nn.Module
     gm: fx.GraphModule
     graph: Graph
-    tracer: str  # "symbolic_trace" | "torch.export"
+    tracer: str  # "symbolic_trace" | "concrete" | "torch.export"
     ir_name: dict[str, str]  # fx node name -> IR tensor name
     fx_of_ir: dict[str, str]  # IR tensor name -> fx node name holding that value
     origin: dict[str, fx.Node]  # IR node name -> the fx node it translates
@@ -73,6 +73,7 @@ class FxModel:
     untranslated: list[str] = field(default_factory=list)
     split_sizes: dict[str, list[int]] = field(default_factory=dict)  # IR Split node -> sizes at trace
     trace_errors: dict[str, str] = field(default_factory=dict)
+    example: tuple = ()  # the inputs it was traced with
 
 
 # -- tracing ---------------------------------------------------------------
@@ -111,22 +112,9 @@ def _exported(module, example_inputs):
     except Exception:
         program = torch.export.export(module, args, strict=False)
     gm = program.module(check_guards=False)
-    if _mutates(gm) and not functionalise(gm):
+    if mutates(gm) and not functionalise(gm):
         gm = program.run_decompositions({}).module(check_guards=False)
     return ordinary_module(gm)
-
-
-def _mutates(gm: fx.GraphModule) -> bool:
-    """Whether an exported (training-IR) graph mutates tensors in place (``zero_`` on a slice,
-    ``copy_`` into a view). Only then is it functionalised: locally where every mutated tensor is
-    private (:mod:`.functionalise`), else by ``run_decompositions``, which re-traces the program
-    (about half of a prune); the translation table knows the training IR's ATen ops, but an SSA
-    graph is what its couplings assume."""
-    for n in gm.graph.nodes:
-        if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) and \
-                n.target._schema.is_mutable:
-            return True
-    return False
 
 
 def ordinary_module(gm: fx.GraphModule) -> fx.GraphModule:
@@ -142,48 +130,64 @@ def ordinary_module(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
-def trace(module: torch.nn.Module, example_inputs) -> FxModel:
-    """Trace ``module`` into an :class:`FxModel` (symbolic trace, else torch.export)."""
+def trace(module: torch.nn.Module, example_inputs, concrete: bool = False) -> FxModel:
+    """Trace ``module`` into an :class:`FxModel`: symbolic trace, else (``concrete``) a concrete
+    trace, else torch.export; the translation with the fewest untranslated calls wins.
+
+    ``concrete`` allows :mod:`.concrete`'s trace, valid at the example's shapes only: the
+    caller must run the graph at no other shape (the oracle re-traces per shape) and must not
+    return it as the pruned model."""
+    from .concrete import TRACER, concrete_trace
     from .fx_ops import likely_opaque, translate
 
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"expected a torch.nn.Module, got {type(module).__name__}")
     example_inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     errors: dict[str, str] = {}
-    candidates = []  # (name, GraphModule); the symbolic trace goes second if it shows opaque calls
-    for name, make in (("symbolic_trace", lambda: _symbolic(module)),
-                       ("torch.export", lambda: _exported(module, example_inputs))):
-        if name == "torch.export" and candidates and not likely_opaque(candidates[0][1]):
-            break
+
+    def attempt(name, make) -> FxModel | None:
         try:
-            candidates.append((name, make()))
+            gm = make()
         except Exception as exc:  # tracing failures are many and varied; keep the message
             errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if len(candidates) == 2:
-        candidates.reverse()  # the symbolic trace has opaque calls: translate the export first
-    best = None
-    for name, gm in candidates:
+            return None
         try:
-            model = translate(module, gm, name, example_inputs)
+            return translate(module, gm, name, example_inputs)
         except Exception as exc:
             errors[name] = f"translation failed: {type(exc).__name__}: {exc}"
-            continue
-        better = len(model.untranslated) < len(best.untranslated) if best else True
-        tie = best is not None and len(model.untranslated) == len(best.untranslated)
-        if better or (tie and name == "symbolic_trace"):  # it keeps the module structure
-            best = model
-        if not best.untranslated:
-            break
-    if best is None and "torch.export" not in errors and all(n != "torch.export" for n, _ in candidates):
-        try:  # the symbolic trace ran but could not be translated: the export may be
-            best = translate(module, _exported(module, example_inputs), "torch.export", example_inputs)
-        except Exception as exc:
-            errors["torch.export"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if best is None:
+            return None
+
+    try:
+        symbolic = _symbolic(module)
+    except Exception as exc:
+        symbolic = None
+        errors["symbolic_trace"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    opaque = symbolic is None or likely_opaque(symbolic)
+    found = [] if opaque else [attempt("symbolic_trace", lambda: symbolic)]
+    if found and found[0] is not None:
+        found[0].trace_errors, found[0].example = errors, example_inputs
+        return found[0]  # nothing opaque: the symbolic trace keeps the module structure
+    # the ATen tracers: the concrete one, if allowed and it translates (export records the same
+    # ATen ops, at ten times the time), else torch.export; on a tie the one tried later wins
+    # (inserted first), so an opaque symbolic trace last keeps the module structure
+    if concrete:
+        found.insert(0, attempt(TRACER, lambda: concrete_trace(module, example_inputs)))
+    if not found or found[0] is None:
+        found.insert(0, attempt("torch.export", lambda: _exported(module, example_inputs)))
+    if not _clean(found) and symbolic is not None and opaque:
+        found.insert(0, attempt("symbolic_trace", lambda: symbolic))
+    found = [m for m in found if m is not None]
+    if not found:
         detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
         raise InputError(f"cannot trace {type(module).__name__}: {detail}")
-    best.trace_errors = errors
+    best = min(found, key=lambda m: len(m.untranslated))  # the first of the fewest
+    best.trace_errors, best.example = errors, example_inputs
     return best
+
+
+def _clean(found: list) -> bool:
+    """Whether some translation so far has no untranslated call (no other tracer is needed)."""
+    return any(m is not None and not m.untranslated for m in found)
 
 
 # -- recording values ---------------------------------------------------------

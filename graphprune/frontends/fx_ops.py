@@ -1057,13 +1057,15 @@ def _tensor_index(t, n, c):
 
 # -- reductions, pooling, resampling ------------------------------------------------
 
-@op("mean", "sum", "amax", "amin", params="input dim keepdim")
+@op("mean", "sum", "amax", "amin", "any", "all", params="input dim keepdim")
 def reduce(t, n, c):
+    """A reduction over ``dim`` (all axes if None); ``any``/``all`` of booleans are its max/min."""
     rank = len(t.shape(c.get("input")))
     dims = c.val("dim")
     axes = list(range(rank)) if dims in (None, []) else [d % rank for d in _ints(dims)]
     keep = int(bool(c.val("keepdim", False)))
-    name = {"mean": "ReduceMean", "sum": "ReduceSum", "amax": "ReduceMax", "amin": "ReduceMin"}[_target_name(n)]
+    name = {"mean": "ReduceMean", "sum": "ReduceSum", "amax": "ReduceMax", "amin": "ReduceMin", "any": "ReduceMax",
+            "all": "ReduceMin"}[_target_name(n)]
     if name == "ReduceSum":
         t.emit(name, [c.tensor(), t.constant(np.array(axes, np.int64))], keepdims=keep)
     else:

@@ -1,6 +1,6 @@
 """Tile, repeat, repeat_interleave, every padding and upsampling mode, F.unfold, F.fold and
 Tensor.unfold on the PyTorch path: the channels they copy, pad or window stay prunable, on
-symbolic_trace and on torch.export, and the pruned module equals the original with the
+symbolic_trace and on both ATen tracers (``export_only``: the concrete trace, or torch.export), and the pruned module equals the original with the
 removed channels cut off, at another batch and size."""
 
 import copy
@@ -13,13 +13,13 @@ from torch import nn
 import graphprune
 
 
-def prune_exactly(model: nn.Module, export_only: bool):
+def prune_exactly(model: nn.Module, export_only, tracer_used):
     """``(result, original)``: ``model`` (conv ``a`` 3→16 first) pruned at 0.5 on the tracer the
     test means, exact, every call translated, ``a`` halved."""
     original = copy.deepcopy(model)
     result = graphprune.prune(model, 0.5, example_inputs=(torch.randn(2, 3, 12, 12),))
     torch_report = result.report["torch"]
-    assert torch_report["tracer"] == ("torch.export" if export_only else "symbolic_trace")
+    assert torch_report["tracer"] == tracer_used(export_only or "symbolic_trace", result.report)
     assert torch_report["untranslated_calls"] == []
     assert result.verification.status == "exact"
     assert result.model.a.weight.shape[0] == 8  # the copied channels were pruned, not pinned
@@ -88,11 +88,11 @@ MODES = ["repeat", "tile", "repeat_5d", "interleave", "repeat_run_time", "reflec
          "conv_reflect", "conv_replicate", "conv_circular"]
 
 
-@pytest.mark.parametrize("export_only", [False, True])
+@pytest.mark.parametrize("export_only", [False, "concrete", "torch.export"])
 @pytest.mark.parametrize("mode", MODES)
-def test_copies_and_pads_keep_their_channels_prunable(mode, export_only):
+def test_copies_and_pads_keep_their_channels_prunable(mode, export_only, tracer_used):
     torch.manual_seed(0)
-    result, original = prune_exactly(Copies(mode, export_only).eval(), export_only)
+    result, original = prune_exactly(Copies(mode, export_only).eval(), export_only, tracer_used)
     assert result.model.b.weight.shape[1] == (16 if mode in Copies.WIDE else 8)
     reference = cut_off(original, result.report["initializers"]["a.weight"]["0"], mode)
     assert_equal_at_another_shape(result, reference, export_only)
@@ -125,7 +125,7 @@ class Resized(nn.Module):
         return self.b(nn.functional.interpolate(self.a(x), **self.options))
 
 
-@pytest.mark.parametrize("export_only", [False, True])
+@pytest.mark.parametrize("export_only", [False, "concrete", "torch.export"])
 @pytest.mark.parametrize("options", [dict(mode="linear", scale_factor=2), dict(mode="nearest-exact", scale_factor=2),
                                      dict(mode="bicubic", size=(20, 20), antialias=True),
                                      dict(mode="bilinear", size=(6, 6), antialias=True)],
@@ -173,11 +173,11 @@ def cut_off_windows(original, kept):
     return reference
 
 
-@pytest.mark.parametrize("export_only", [False, True])
+@pytest.mark.parametrize("export_only", [False, "concrete", "torch.export"])
 @pytest.mark.parametrize("mode", ["unfold", "fold", "unbatched", "windows"])
-def test_sliding_windows_keep_their_channels_prunable(mode, export_only):
+def test_sliding_windows_keep_their_channels_prunable(mode, export_only, tracer_used):
     torch.manual_seed(1)
-    result, original = prune_exactly(Windows(mode, export_only).eval(), export_only)
+    result, original = prune_exactly(Windows(mode, export_only).eval(), export_only, tracer_used)
     if mode in ("unfold", "unbatched"):
         assert result.model.lin.weight.shape[1] == 8 * 9
     reference = cut_off_windows(original, result.report["initializers"]["a.weight"]["0"])

@@ -569,12 +569,12 @@ def _uneven_chunk(cls):
     return m, x
 
 
-@pytest.mark.parametrize("cls, tracer", [(Chunked, "symbolic_trace"), (ChunkedLoop, "torch.export")],
-                         ids=["symbolic_trace", "torch.export"])
-def test_chunk_along_channels_with_uneven_pieces(cls, tracer):
+@pytest.mark.parametrize("cls, tracer", [(Chunked, "symbolic_trace"), (ChunkedLoop, "concrete"),
+                                         (ChunkedLoop, "torch.export")], ids=["symbolic_trace", "concrete", "torch.export"])
+def test_chunk_along_channels_with_uneven_pieces(cls, tracer, tracer_used):
     m, x = _uneven_chunk(cls)
     result, original = prune(m, x)
-    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["tracer"] == tracer_used(tracer, result.report)
     keep = kept(result, "c1.weight", 0)
     # the second chunk would be emptied; the selection gives one channel back
     assert keep[:8] == list(range(8)) and len(keep) == 9
@@ -1129,7 +1129,7 @@ class Exported(nn.Module):
         return self.inner(x) * 0
 
 
-TRACERS = ["symbolic_trace", "torch.export"]
+TRACERS = ["symbolic_trace", "concrete", "torch.export"]  # see conftest.py
 
 
 def traced(model: nn.Module, tracer: str) -> tuple[nn.Module, str]:
@@ -1146,7 +1146,7 @@ def ir_outputs(model: nn.Module, *xs):
     from graphprune.emit.onnx import _node_proto
     from graphprune.frontends.fx import trace
 
-    fxm = trace(model.eval(), xs)
+    fxm = trace(model.eval(), xs, concrete=True)  # (refused for tracer "torch.export": conftest.py)
     g = fxm.graph
     assert fxm.untranslated == [], fxm.untranslated
     used = {i for n in g.nodes for i in n.inputs}
@@ -1269,7 +1269,7 @@ SDPA_CASES = {"timm_placeholders": {}, "causal": {"causal": True}, "bool_mask": 
 
 @pytest.mark.parametrize("tracer", TRACERS)
 @pytest.mark.parametrize("case", list(SDPA_CASES))
-def test_sdpa_masks_and_gqa_prune_whole_heads(case, tracer):
+def test_sdpa_masks_and_gqa_prune_whole_heads(case, tracer, tracer_used):
     torch.manual_seed(0)
     m, x = SDPA(**SDPA_CASES[case]).eval(), torch.randn(2, 5, 16)
     model, p = traced(m, tracer)
@@ -1277,7 +1277,7 @@ def test_sdpa_masks_and_gqa_prune_whole_heads(case, tracer):
     with torch.no_grad():
         torch.testing.assert_close(torch.as_tensor(got), m(x), rtol=1e-5, atol=1e-5)
     result, original = prune(model, x)
-    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["tracer"] == tracer_used(tracer, result.report)
     assert result.report["torch"]["untranslated_calls"] == []
     q_heads, _ = _heads_and_dims(kept(result, p + "q.weight", 0), 4)
     kv = kept(result, p + "kv.weight", 0)
@@ -1323,12 +1323,12 @@ class TableNet(nn.Module):
 
 
 @pytest.mark.parametrize("tracer", TRACERS)
-def test_functional_and_aten_embedding_prune_the_table_width(tracer):
+def test_functional_and_aten_embedding_prune_the_table_width(tracer, tracer_used):
     torch.manual_seed(0)
     model, p = traced(TableNet(), tracer)
     ids = torch.randint(0, 10, (2, 5))
     result, original = prune(model, ids)
-    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["tracer"] == tracer_used(tracer, result.report)
     assert result.report["torch"]["untranslated_calls"] == []
     assert set(result.report["initializers"][p + "table"]) == {"1"}  # the vocabulary stays
     assert kept(result, p + "table", 1) == kept(result, p + "fc.weight", 1)
@@ -1363,12 +1363,12 @@ class Arithmetic(nn.Module):
 
 
 @pytest.mark.parametrize("tracer", TRACERS)
-def test_pow_division_and_remainder_couple_their_operands(tracer):
+def test_pow_division_and_remainder_couple_their_operands(tracer, tracer_used):
     torch.manual_seed(0)
     model, p = traced(Arithmetic(), tracer)
     x = torch.randn(1, 3, 4, 4)
     result, original = prune(model, x)
-    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["tracer"] == tracer_used(tracer, result.report)
     assert result.report["torch"]["untranslated_calls"] == []
     keep = kept(result, p + "a.weight", 0)
     assert len(keep) == 4 and kept(result, p + "b.weight", 0) == keep == kept(result, p + "out.weight", 1)
@@ -1413,12 +1413,12 @@ class Conv1DMLP(nn.Module):
 
 @pytest.mark.parametrize("tracer", TRACERS)
 @pytest.mark.parametrize("beta, alpha", [(1.0, 1.0), (0.5, 2.0), (0.0, -1.0)])
-def test_addmm_conv1d_prunes_weight_columns_and_rows(beta, alpha, tracer):
+def test_addmm_conv1d_prunes_weight_columns_and_rows(beta, alpha, tracer, tracer_used):
     torch.manual_seed(0)
     model, p = traced(Conv1DMLP(beta, alpha), tracer)
     x = torch.randn(2, 3, 8)
     result, original = prune(model, x)
-    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["tracer"] == tracer_used(tracer, result.report)
     assert result.report["torch"]["untranslated_calls"] == []
     inits = result.report["initializers"]
     keep = kept(result, p + "c_fc.weight", 1)  # out = axis 1 of a Conv1D weight
@@ -1563,12 +1563,12 @@ class BiasedAttention(nn.Module):
 
 
 @pytest.mark.parametrize("tracer", TRACERS)
-def test_attention_bias_gathered_by_an_index_buffer_follows_the_heads(tracer):
+def test_attention_bias_gathered_by_an_index_buffer_follows_the_heads(tracer, tracer_used):
     torch.manual_seed(0)
     model, p = traced(BiasedAttention(), tracer)
     x = torch.randn(2, 6, 16)
     result, original = prune(model, x)
-    assert result.report["torch"]["tracer"] == tracer
+    assert result.report["torch"]["tracer"] == tracer_used(tracer, result.report)
     assert result.report["torch"]["untranslated_calls"] == []
     qkv = kept(result, p + "qkv.weight", 0)
     q_heads, dims = _heads_and_dims([i for i in qkv if i < 16], 4)

@@ -122,7 +122,7 @@ def test_the_noise_floor_runs_through_torch_export_dtype_assertions():
     from graphprune.importance import importance
     from graphprune.selection import select
     from graphprune.torch_prune import without_cache
-    from graphprune.verify_torch import check_inputs, noise_floor, reference_outputs, snapshot
+    from graphprune.verify_torch import OracleGraph, check_inputs, noise_floor, reference_outputs, snapshot
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
@@ -135,8 +135,9 @@ def test_the_noise_floor_runs_through_torch_export_dtype_assertions():
         analysis = analyse(traced.graph)
         analysis.pin_approximate()
         plan = select(analysis, importance(analysis, "l2"), 0.5)
-        references, checks, _ = reference_outputs(traced, plan, check_inputs(example))
-        floor = noise_floor(traced, plan, checks[:1], references[:1], snapshot(traced.gm))
+        references, checks, _, graphs = reference_outputs(traced, plan, check_inputs(example))
+        first = OracleGraph(snapshot(graphs[0].gm), graphs[0].masks, graphs[0].norms)
+        floor = noise_floor(traced, plan, checks[:1], references[:1], [first])
     assert 1e-10 < floor < 1e-5  # float32 against float64: rounding, not 0 (not run) nor large
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the float64 copy was private
 

@@ -65,7 +65,7 @@ def test_the_kept_channel_oracle_equals_the_zeroing_oracle(monkeypatch):
     traced, plan = _plan(model, example)
     assert plan.channels_removed
     checks = verify_torch.check_inputs(example)
-    fast, used, _ = verify_torch.reference_outputs(traced, plan, checks)
+    fast, used, _, _ = verify_torch.reference_outputs(traced, plan, checks)
     assert len(used) == 1 and used[0][0].shape[0] == 2
 
     calls = []
@@ -75,7 +75,7 @@ def test_the_kept_channel_oracle_equals_the_zeroing_oracle(monkeypatch):
     kinds = {type(m).__name__ + ("/dw" if getattr(m, "groups", 1) > 1 else "") for m in calls}
     assert {"Conv2d", "Linear"} <= kinds  # the shortcut ran on both kinds
     monkeypatch.setattr(verify_torch, "_over_kept", lambda *a: None)  # every input zeroed instead
-    zeroed, _, _ = verify_torch.reference_outputs(traced, plan, checks)
+    zeroed, _, _, _ = verify_torch.reference_outputs(traced, plan, checks)
     assert torch.allclose(fast[0], zeroed[0], rtol=1e-5, atol=1e-6)
     unmasked = traced.gm(*used[0])
     assert not torch.allclose(fast[0], unmasked, rtol=1e-3, atol=1e-4)  # the masks took effect
@@ -116,7 +116,7 @@ def test_a_batch_locked_result_fails_the_merged_batch():
     model = Flatten().eval()
     example = (torch.randn(1, 3, 8, 8),)
     traced, plan = _plan(model, example)
-    references, used, _ = verify_torch.reference_outputs(traced, plan, verify_torch.check_inputs(example))
+    references, used, _, _ = verify_torch.reference_outputs(traced, plan, verify_torch.check_inputs(example))
     locked = lambda x: model(x[:1])  # noqa: E731  drops every row but the example's
     verdict = verify_torch.compare_outputs(references, locked, used, 1e-4, None)
     assert verdict.status == "failed" and "shape" in verdict.message
