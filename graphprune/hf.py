@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -37,11 +38,10 @@ SIDECAR = "graphprune.json"
 
 
 def is_hf_model(module) -> bool:
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:  # transformers is optional
-        return False
-    return isinstance(module, PreTrainedModel)
+    """Whether ``module`` is a ``transformers.PreTrainedModel``, without importing transformers
+    (about 2 s): an instance of one means its module was imported already."""
+    modeling = sys.modules.get("transformers.modeling_utils")
+    return modeling is not None and isinstance(module, modeling.PreTrainedModel)
 
 
 def _shapes(module: nn.Module) -> dict[str, tuple]:

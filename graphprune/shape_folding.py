@@ -27,9 +27,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 from .ir import Graph, Node
 
@@ -61,6 +58,9 @@ def evaluate_node(node: Node, values: list[np.ndarray | None], opset: int) -> li
     Raises ``TypeError`` when an output is not a tensor (sequences, optionals):
     the IR's constants are arrays only.
     """
+    from onnx import helper, numpy_helper  # (onnx is imported where needed: a torch prune may never be)
+    from onnx.reference import ReferenceEvaluator
+
     names = [f"in{i}" if v is not None else "" for i, v in enumerate(values)]
     outs = [f"out{i}" for i in range(len(node.outputs))]
     proto = helper.make_node(node.op, names, outs, domain=node.domain or None)
@@ -83,7 +83,7 @@ def overridable_constants(graph: Graph) -> set[str]:
     passes must not treat their values as fixed.
     """
     source = graph.source
-    if not isinstance(source, onnx.ModelProto):
+    if type(source).__name__ != "ModelProto":  # (without importing onnx for a traced module)
         return set()
     return {i.name for i in source.graph.input} & set(graph.constants)
 
@@ -148,7 +148,7 @@ def fold_constants(graph: Graph, max_elements: int = DEFAULT_MAX_ELEMENTS,
                 reason = f"{node.op} is nondeterministic"
             elif node.op in keep_ops:
                 reason = f"{node.op} is kept by option keep_ops"
-            elif node.implicit_inputs or any(isinstance(v, onnx.GraphProto) for v in node.attrs.values()):
+            elif node.implicit_inputs or any(type(v).__name__ == "GraphProto" for v in node.attrs.values()):
                 reason = "it has subgraphs"
             else:
                 ins = [graph.constants[t] if t else None for t in node.inputs]

@@ -276,3 +276,18 @@ def test_an_error_while_emitting_leaves_the_module_untouched(resnet, monkeypatch
         graphprune.prune(model, 0.5, example_inputs=x)
     assert {k: v.shape for k, v in model.state_dict().items()} == shapes
     assert all(m.in_channels == m.weight.shape[1] for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_pruning_a_module_outside_hugging_face_does_not_import_transformers():
+    """Telling a Hugging Face model apart must not import transformers (about 2 s on every first
+    prune of a torchvision model, when it did)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, torchvision, graphprune\n"
+            "m = torchvision.models.resnet18(num_classes=10).eval()\n"
+            "graphprune.prune(m, 0.5, example_inputs=torch.randn(1, 3, 32, 32))\n"
+            "print('transformers' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
