@@ -38,7 +38,8 @@ killed past ``--timeout`` seconds or ``--mem-limit-gb`` of RSS. Reported:
 * pass time: wall clock of the pruning call (TP: the recipe's setup, pruner
   construction, ``step()`` and post-processing; graphprune: ``prune()``, with
   verification, and with ``verify=False``), median over ``--repeats`` fresh
-  copies in the same process (the first pays one-time warm-up);
+  copies in the same process after one warm-up call (one-time costs; its time
+  in parentheses);
 * peak memory: increase of ``ru_maxrss`` from after the model is built to
   after the first pruning call (libraries imported before);
 * params and MACs after / before, both tools counted identically: parameters
@@ -563,6 +564,11 @@ def relative_change(a, b):
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-30))
 
 
+def _first(r: dict) -> str:
+    """`` (first call s)`` where the warm-up call was timed."""
+    return f" ({r['first_seconds']:.2f})" if r.get("first_seconds") is not None else ""
+
+
 def run_worker(tool: str, name: str, ratio: float, repeats: int) -> dict:
     import faulthandler
     import warnings
@@ -577,7 +583,7 @@ def run_worker(tool: str, name: str, ratio: float, repeats: int) -> dict:
     preload_libraries()
     result = {"tool": tool, "model": name, "ok": False}
     timings = []
-    for attempt in range(repeats):
+    for attempt in range(repeats + 1):  # the first call warms up (reported on its own)
         try:
             pruned, x, other, cls, info, seconds, rss_mb = prune_once(tool, name, ratio)
         except Exception as exc:
@@ -587,7 +593,7 @@ def run_worker(tool: str, name: str, ratio: float, repeats: int) -> dict:
             first = (pruned, x, other, cls)
             result.update(info, mem_mb=rss_mb)
     pruned, x, other, cls = first
-    result.update(seconds=statistics.median(timings), timings=timings)
+    result.update(seconds=statistics.median(timings[1:]), first_seconds=timings[0], timings=timings)
     if tool == "gp_noverify":  # timing only; the verified run measures the (identical) pruned model
         result["ok"] = True
         return result
@@ -758,10 +764,10 @@ def table_rows(name: str, res: dict) -> list[list[str]]:
         r = res.get(tool)
         if r is None:
             continue
-        seconds, mem = fmt_float(r.get("seconds")), fmt_float(r.get("mem_mb"), 0)
+        seconds, mem = fmt_float(r.get("seconds")) + _first(r), fmt_float(r.get("mem_mb"), 0)
         if tool == "gp" and "gp_noverify" in res:
             nv = res["gp_noverify"]
-            seconds += " / " + (fmt_float(nv.get("seconds")) if nv.get("ok") else "FAIL")
+            seconds += " / " + (fmt_float(nv.get("seconds")) + _first(nv) if nv.get("ok") else "FAIL")
             if nv.get("mem_mb") is not None:
                 mem += f" / {nv['mem_mb']:.0f}"
         lines = str(config_lines(name)) if tool == "tp" else "0"
@@ -858,7 +864,8 @@ def report(all_results: dict, args) -> None:
               "MACs after / before", "config lines", "runs at other shape", "reloads"]
     rows = [row for name, res in all_results.items() for row in table_rows(name, res)]
     print(f"\nratio={args.ratio}, L2 magnitude importance, {THREADS} torch thread, pass s: median of {args.repeats} "
-          f"calls; MACs: FlopCounterMode / 2 at the example; other shape: batch 3, length 10; "
+          f"calls after a warm-up call (its time in parentheses); MACs: FlopCounterMode / 2 at the example; "
+          f"other shape: batch 3, length 10; "
           f"graphprune ΔRSS: verify / verify=False\n")
     print(markdown(header, rows))
     print("\ngraphprune / Torch-Pruning ratios (models both pruned; < 1: graphprune smaller / faster):\n")

@@ -26,8 +26,9 @@ hangs are isolated. Reported per pair:
 * pass time: wall clock of the pruning call only (TP: pruner construction +
   ``step()``; graphprune: ``prune()``, which includes its verification; the
   ``verify=False`` time is its own column), median over ``--repeats`` calls
-  on fresh copies in the same subprocess (the first call pays one-time
-  warm-up such as tracer initialisation);
+  on fresh copies in the same subprocess after one warm-up call (which pays
+  one-time costs such as lazy imports and tracer initialisation; its time is
+  shown in parentheses);
 * peak memory: increase of ``ru_maxrss`` (a high-water mark) from after the
   model is built to after the pruning call. The libraries (and torch.fx /
   torch.export) are imported before the first reading, so imports don't count;
@@ -310,6 +311,11 @@ def prune_once(tool: str, name: str, ratio: float):
     return pruned, x, info, seconds, max_rss_mb() - rss_before, checksum
 
 
+def _first(r: dict) -> str:
+    """`` (first call s)`` where the warm-up call was timed."""
+    return f" ({r['first_seconds']:.2f})" if r.get("first_seconds") is not None else ""
+
+
 def run_worker(tool: str, name: str, ratio: float, runs: int, repeats: int, max_params: float) -> dict:
     import warnings
 
@@ -331,7 +337,7 @@ def run_worker(tool: str, name: str, ratio: float, runs: int, repeats: int, max_
             result.update(measure_model(model, x, runs, Path(tmp), "dense"), ok=True)
             return result
         timings = []
-        for attempt in range(repeats):
+        for attempt in range(repeats + 1):  # the first call warms up (reported on its own)
             try:
                 pruned, x, info, seconds, rss_mb, checksum = prune_once(tool, name, ratio)
             except Exception as exc:
@@ -339,7 +345,7 @@ def run_worker(tool: str, name: str, ratio: float, runs: int, repeats: int, max_
             timings.append(seconds)
             if attempt == 0:  # later attempts build more models; only the first RSS delta is clean
                 result.update(info, mem_mb=rss_mb, checksum=checksum)
-        result.update(seconds=statistics.median(timings), timings=timings)
+        result.update(seconds=statistics.median(timings[1:]), first_seconds=timings[0], timings=timings)
         try:
             run_forward(pruned, x)
         except Exception as exc:
@@ -496,11 +502,11 @@ def table_rows(name: str, res: dict) -> list[list[str]]:
                 macs_tp = "n/a (GraphModule)" if "GraphModule" in r["macs_tp_error"] else "counter failed"
             macs_aten = fmt_after_before(r.get("macs_aten"), dense.get("macs_aten"))
             params = fmt_after_before(r.get("params"), dense.get("params"))
-            seconds, mem = fmt_float(r.get("seconds")), fmt_float(r.get("mem_mb"), 0)
+            seconds, mem = fmt_float(r.get("seconds")) + _first(r), fmt_float(r.get("mem_mb"), 0)
             seconds_nv = "-"
             if tool == "gp":
                 nv = res.get("gp_noverify", {})
-                seconds_nv = fmt_float(nv.get("seconds")) if nv.get("ok") else "FAIL"
+                seconds_nv = fmt_float(nv.get("seconds")) + _first(nv) if nv.get("ok") else "FAIL"
                 if nv.get("mem_mb") is not None:
                     mem += f" / {nv['mem_mb']:.0f}"
         ort = fmt_float(r.get("ort_ms")) if "ort_ms" in r else ("export failed" if r.get("ort_error") else "-")
@@ -579,7 +585,8 @@ def report(all_results: dict, args) -> None:
               "torch ms", "ORT ms"]
     rows = [row for name, res in all_results.items() for row in table_rows(name, res)]
     print(f"\nratio={args.ratio}, L2 magnitude importance, {THREADS} torch thread; pass s: median of "
-          f"{args.repeats} calls; latencies: median of {args.runs} runs; graphprune ΔRSS: verify / verify=False\n")
+          f"{args.repeats} calls after a warm-up call (its time in parentheses); latencies: median of "
+          f"{args.runs} runs; graphprune ΔRSS: verify / verify=False\n")
     print(markdown(header, rows))
     print("\nGP / TP ratios (models where both succeeded; < 1 means graphprune is smaller/faster):\n")
     print(markdown(["model", "MACs after (TP counter)", "MACs after (aten)", "torch latency", "ORT latency",
