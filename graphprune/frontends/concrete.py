@@ -56,9 +56,10 @@ def concrete_trace(module: torch.nn.Module, example_inputs) -> fx.GraphModule:
     first = next(n for n in graph.nodes if n.op != "placeholder")
     with graph.inserting_before(first):  # the state's placeholders come first, in its order
         for name, node in zip(state, placeholders[:len(state)]):
-            if node.users:
-                node.replace_all_uses_with(graph.create_node("get_attr", name))  # (get_attr() looks
-                # for the name on the make_fx module, which has none, and warns)
+            if node.users:  # (Graph.get_attr() looks for the name on the make_fx module and warns)
+                attr = graph.create_node("get_attr", name)
+                attr.meta.update(node.meta)  # its value: a branch on a weight is a branch on floats
+                node.replace_all_uses_with(attr)
             graph.erase_node(node)
     graph._codegen = fx.graph.CodeGen()  # positional inputs, a flat list of outputs
     root = {n.target: state[n.target] if n.target in state else getattr(traced, n.target)

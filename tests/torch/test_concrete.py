@@ -121,3 +121,19 @@ def test_a_branch_on_float_values_refuses_the_concrete_trace():
 
     gm = concrete.concrete_trace(Padded().eval(), (torch.randint(1, 10, (2, 5)),))
     assert any(n.target == torch.ops.aten.item.default for n in gm.graph.nodes)
+
+
+def test_a_branch_on_a_weight_refuses_the_concrete_trace():
+    """Pruning changes weights, so a branch on a weight's value may go the other way afterwards."""
+
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.gate = nn.Linear(8, 8), nn.Parameter(torch.ones(8))
+
+        def forward(self, ids):
+            h = self.a(torch.nn.functional.one_hot(ids, 8).to(self.gate.dtype) @ torch.eye(8))
+            return h * self.gate if bool((self.gate > 0).all()) else h  # bool all the way from the weight
+
+    with pytest.raises(ValueError, match="float"):
+        concrete.concrete_trace(Gated().eval(), (torch.randint(0, 8, (2, 5)),))
