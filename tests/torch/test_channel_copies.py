@@ -1,6 +1,7 @@
 """Tile, repeat, repeat_interleave, every padding and upsampling mode, F.unfold, F.fold and
 Tensor.unfold on the PyTorch path: the channels they copy, pad or window stay prunable, on
-symbolic_trace and on both ATen tracers (``export_only``: the concrete trace, or torch.export), and the pruned module equals the original with the
+symbolic_trace and on both ATen tracers (``export_only``: the concrete trace, or torch.export),
+and the pruned module equals the original with the
 removed channels cut off, at another batch and size."""
 
 import copy

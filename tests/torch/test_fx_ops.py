@@ -570,7 +570,8 @@ def _uneven_chunk(cls):
 
 
 @pytest.mark.parametrize("cls, tracer", [(Chunked, "symbolic_trace"), (ChunkedLoop, "concrete"),
-                                         (ChunkedLoop, "torch.export")], ids=["symbolic_trace", "concrete", "torch.export"])
+                                         (ChunkedLoop, "torch.export")],
+                         ids=["symbolic_trace", "concrete", "torch.export"])
 def test_chunk_along_channels_with_uneven_pieces(cls, tracer, tracer_used):
     m, x = _uneven_chunk(cls)
     result, original = prune(m, x)
