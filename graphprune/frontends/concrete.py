@@ -35,15 +35,17 @@ TRACER = "concrete"
 
 
 class NeedsExport(Exception):
-    """A concrete trace cannot serve this prune (its result is not the original class, or no
-    other verification shape has the same nodes): prune again from a torch.export trace."""
+    """A concrete trace cannot serve this prune (the original class does not reproduce its oracle,
+    a mask has no counterpart in the trace at another shape, or no other shape could be checked):
+    prune again from a torch.export trace."""
 
 
 def concrete_trace(module: torch.nn.Module, example_inputs) -> fx.GraphModule:
     """The ATen graph of ``module(*example_inputs)`` with its parameters and buffers as attributes.
 
     Raises what ``make_fx`` raises (an op it cannot run under tracing) and ValueError when the
-    graph mutates a tensor other than a private intermediate (the export path handles that)."""
+    graph mutates a tensor other than a private intermediate or reads a value out of float data
+    (:func:`_refuse_branches_on_floats`); the export path handles both."""
     state = dict(module.named_parameters(remove_duplicate=False))
     state.update(module.named_buffers(remove_duplicate=False))
 
