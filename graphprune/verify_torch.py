@@ -260,14 +260,38 @@ def _merged_batch(inputs_list: list[tuple]) -> tuple | None:
 
 
 def snapshot(gm: fx.GraphModule) -> fx.GraphModule:
-    """A copy of ``gm``'s modules, attributes and graph that shares its tensors: what the
-    traced model was before emission (which replaces tensors and edits attributes and
-    literals, never a tensor in place), kept for a later :func:`noise_floor` at no copy
-    of the weights."""
+    """What the traced model was before emission, for a later :func:`noise_floor`, at no copy of
+    the weights: a copy of the graph over shallow copies of every submodule that share its tensors.
+
+    Emission replaces tensors in the modules' parameter and buffer tables, sets size attributes
+    and rewrites literals in the graph; it never writes into a tensor or into an object an
+    attribute holds. So each module needs only its own ``__dict__`` and tables (not a deep
+    copy: that walks every Python object of the model, ~10× the time), and the graph its own nodes.
+    """
     import copy
 
-    shared = {id(t): t for t in (*gm.parameters(), *gm.buffers())}
-    return copy.deepcopy(gm, shared)
+    clones: dict[int, torch.nn.Module] = {}
+
+    def clone(m: torch.nn.Module) -> torch.nn.Module:
+        if id(m) not in clones:
+            c = object.__new__(type(m))
+            c.__dict__ = dict(m.__dict__)
+            c._parameters, c._buffers = dict(m._parameters), dict(m._buffers)
+            clones[id(m)] = c
+            c._modules = {k: clone(v) if v is not None else None for k, v in m._modules.items()}
+        return clones[id(m)]
+
+    root = torch.nn.Module()
+    root.__dict__.update({k: v for k, v in gm.__dict__.items()
+                          if k not in ("_parameters", "_buffers", "_modules", "_graph", "_code")})
+    root._parameters, root._buffers = dict(gm._parameters), dict(gm._buffers)
+    root._modules = {k: clone(v) if v is not None else None for k, v in gm._modules.items()}
+    graph = fx.Graph(owning_module=None, tracer_cls=gm.graph._tracer_cls)
+    graph.output(graph.graph_copy(gm.graph, {}), type_expr=None)
+    graph._codegen = copy.deepcopy(gm.graph._codegen)
+    copied = fx.GraphModule(root, graph, class_name=type(gm).__name__)
+    copied.meta = dict(getattr(gm, "meta", {}))
+    return copied
 
 
 def _widened(gm: fx.GraphModule) -> fx.GraphModule:

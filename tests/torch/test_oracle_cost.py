@@ -123,3 +123,37 @@ def test_a_batch_locked_result_fails_the_merged_batch():
     result = graphprune.prune(Flatten().eval(), 0.5, example_inputs=example)
     assert result.verification.status == "exact"
     assert result.verification.shapes == [[[2, 3, 8, 8]]]
+
+
+def test_the_pre_emission_snapshot_is_the_unpruned_model():
+    """The noise floor runs the model as it was before slicing: the snapshot must keep its
+    parameters, size attributes (LayerNorm ``normalized_shape``, conv ``groups``) and the
+    literals emission rewrites (a ``view`` size) while sharing the weights, not copying them."""
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.norm = nn.LayerNorm(16)
+            self.fc = nn.Linear(16 * 4 * 4, 6)
+
+        def forward(self, x):
+            x = self.dw(torch.relu(self.conv(x)))
+            x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            return self.fc(x.reshape(x.shape[0], 16 * 4 * 4))
+
+    import graphprune.emit.torch as emit
+
+    torch.manual_seed(0)
+    model = Mixed().eval()
+    example = (torch.randn(2, 3, 4, 4),)
+    before = model(*example)
+    traced, plan = _plan(model, example)
+    copied = verify_torch.snapshot(traced.gm)
+    assert copied.conv.weight is model.conv.weight  # shared, not copied
+    emission = emit.emit_torch(traced, plan)
+    assert model.conv.weight.shape[0] < 16 and emission.literals  # sliced, and a literal rewritten
+    assert copied.conv.weight.shape[0] == 16 and copied.norm.normalized_shape == (16,)
+    assert copied.dw.groups == 16 and model.dw.groups < 16
+    assert torch.equal(copied(*example), before)
