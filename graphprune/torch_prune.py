@@ -47,7 +47,8 @@ from .torch_importance import torch_importance
 from .torch_repair import apply_repair, float_outputs
 from .torch_rotation import rotate_streams
 from .verify import Verification
-from .verify_torch import OracleGraph, check_inputs, compare_outputs, noise_floor, reference_outputs, snapshot
+from .verify_torch import (NeedsGraphs, OracleGraph, check_inputs, compare_outputs, noise_floor, reference_outputs,
+                           snapshot)
 
 
 @dataclass
@@ -112,7 +113,11 @@ def prune_module(module: torch.nn.Module, ratio: float = 0.5, example_inputs=Non
                 max_group_ratio, tolerance, plan, loss_fn, exact, calibration, allocation)
     try:
         try:  # a concrete trace first where nothing runs the graph at other inputs than the checks
-            return _prune(*settings, concrete=concrete_first(module, calibration))
+            concrete = concrete_first(module, calibration)
+            try:
+                return _prune(*settings, concrete=concrete)
+            except NeedsGraphs:  # (the module is as it was) the noise floor runs the checks' graphs
+                return _prune(*settings, concrete=concrete, replay=False)
         except NeedsExport:  # the module is as it was: prune from a shape-generic trace instead
             return _prune(*settings, concrete=False)
     finally:
@@ -137,7 +142,8 @@ def _set_mode(model: torch.nn.Module, training: bool) -> None:
 
 
 def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round_to, keep, verify, max_group_ratio,
-           tolerance, plan_source, loss_fn, exact, calibration, allocation, concrete: bool) -> TorchPruneResult:
+           tolerance, plan_source, loss_fn, exact, calibration, allocation, concrete: bool,
+           replay: bool = True) -> TorchPruneResult:
     start = time.perf_counter()
     samples = calibration_inputs(calibration.data, inputs, module, calibration.samples)
     fit, held_out = split_held_out(samples)
@@ -194,7 +200,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         reference, checks, noise, uncovered, graphs, before = None, [tuple(inputs)], 0.0, [], [], None
         if verify:
             with step("verification: oracle outputs"):
-                reference, checks, uncovered, graphs = reference_outputs(traced, plan, check_inputs(inputs))
+                reference, checks, uncovered, graphs = reference_outputs(traced, plan, check_inputs(inputs),
+                                                                         replay=replay)
             if any(g.gm is traced.gm for g in graphs):  # for the noise floor, measured only if the tolerance
                 before = snapshot(traced.gm)  # is exceeded (emission edits the traced graph)
             graphs = [OracleGraph(before, g.masks, g.norms) if g.gm is traced.gm else g for g in graphs]
@@ -211,14 +218,16 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             with step("verification" if verify else "checking the returned module"):
                 # with the oracle, it decides whether the original class still works
                 if verify and approx is None:
-                    pruned, verification, repaired = _verify_first_passing(traced, emission, reference, checks,
-                                                                           tolerance)
-                    if _numeric_failure(verification):  # the oracle's own rounding may explain it
+                    pruned, verification, repaired, rounding = _verify_first_passing(traced, emission, reference,
+                                                                                     checks, tolerance)
+                    if rounding:  # the oracle's own rounding may explain it
+                        if any(g.gm is None for g in graphs):
+                            raise NeedsGraphs("the noise floor runs the oracle's graph at each check")
                         with step("verification: noise floor"):
                             noise = noise_floor(traced, plan, checks, reference, graphs)
                         if NOISE_MARGIN * noise > tolerance:
                             tolerance = NOISE_MARGIN * noise
-                            pruned, verification, repaired = _verify_first_passing(
+                            pruned, verification, repaired, _ = _verify_first_passing(
                                 traced, emission, reference, checks, tolerance)
                         verification.noise_floor = noise
                     del before, graphs
@@ -339,23 +348,27 @@ def without_cache(module: torch.nn.Module):
 
 def _verify_first_passing(traced: FxModel, emission, reference, checks, tolerance):
     """The original module if it reproduces the oracle (as is, or with its size attributes
-    repaired), else the GraphModule; with the verdict and the repaired attributes."""
+    repaired), else the GraphModule; with the verdict, the repaired attributes and whether
+    any candidate failed on rounding alone (then the noise floor may explain it, even where
+    the last candidate tried, a concrete trace's graph, cannot run at the other shape)."""
     module = traced.module
     _set_mode(module, False)
     verification = compare_outputs(reference, module, checks, tolerance, None)
     if verification.ok:
-        return module, verification, []
+        return module, verification, [], False
+    numeric = _numeric_failure(verification)
     changes, undo = repair_attributes(traced, emission, lambda: _forward(module, checks[0]))
     if changes:
         repaired = compare_outputs(reference, module, checks, tolerance, None)
         if repaired.ok:
             emission.restore.extend(undo)
-            return module, repaired, changes
+            return module, repaired, changes, False
+        numeric = numeric or _numeric_failure(repaired)
         for step in reversed(undo):
             step()
     _set_mode(traced.gm, False)
     verification = compare_outputs(reference, traced.gm, checks, tolerance, None)
-    return traced.gm, verification, []
+    return traced.gm, verification, [], numeric or _numeric_failure(verification)
 
 
 def _numeric_failure(verification) -> bool:

@@ -21,6 +21,7 @@ from .frontends.concrete import TRACER as CONCRETE
 from .frontends.concrete import NeedsExport, graph_at
 from .frontends.fx import FxModel, dynamic_axes
 from .masked_norms import evaluate, norm_masks
+from .oracle_replay import replay_masked
 from .verify import Verification
 
 
@@ -138,11 +139,17 @@ def oracle_masks(model: FxModel, plan) -> dict[str, list]:
     return masks
 
 
+class NeedsGraphs(Exception):
+    """The noise floor needs the oracle's graph at every checked shape, and a replayed check
+    (:mod:`.oracle_replay`) has none: prune again with the checks traced."""
+
+
 @dataclass
 class OracleGraph:
-    """A graph the oracle runs, with its masks placed by that graph's node names."""
+    """A graph the oracle runs, with its masks placed by that graph's node names (``gm`` None for
+    a check the module ran itself, replaying the masks)."""
 
-    gm: fx.GraphModule
+    gm: fx.GraphModule | None
     masks: dict
     norms: dict
 
@@ -150,7 +157,8 @@ class OracleGraph:
         return MaskedInterpreter(self.gm, self.masks, self.norms)
 
 
-def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tuple[list, list, list[str], list]:
+def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2,
+                      replay: bool = True) -> tuple[list, list, list[str], list]:
     """The oracle's outputs on the first ``count`` input sets the traced graph accepts.
 
     Input sets the graph rejects (a size it specialised) are skipped; the
@@ -158,13 +166,21 @@ def reference_outputs(model: FxModel, plan, inputs_list, count: int = 2) -> tupl
     statistics not taken over kept channels, the OracleGraph each ran on)``: the
     traced graph, or for a concrete trace a fresh one per input set
     (:func:`.concrete.graph_at`), which must reach another shape than the example's
-    (:class:`.concrete.NeedsExport`).
+    (:class:`.concrete.NeedsExport`). With ``replay``, a concrete trace's other input sets
+    run the module itself with the trace's masks replayed (:mod:`.oracle_replay`), where
+    that stands for a trace; their OracleGraph then has no graph (``gm`` None).
     """
     masks = oracle_masks(model, plan)
     norms, uncovered = norm_masks(model, plan)
     unhandled: set[str] = set()
 
     def run(inputs):
+        if replay and model.tracer == CONCRETE and not _is_example(model, inputs):
+            replayed = replay_masked(model, inputs, masks, norms)
+            if replayed is not None:
+                out, missed = replayed
+                unhandled.update(missed)
+                return out, OracleGraph(None, masks, norms)  # no graph: the noise floor re-traces
         gm, names = graph_at(model, inputs)
         graph = OracleGraph(gm, masks, norms) if names is None else _renamed(model.gm, gm, names, masks, norms)
         runner = graph.runner()
@@ -231,6 +247,10 @@ def _renamed(a: fx.GraphModule, b: fx.GraphModule, names: dict[str, str], masks:
             moved.append((there_args[at].name, axis, keep))
         placed[there.name] = moved
     return OracleGraph(b, placed, {counterpart(name).name: value for name, value in norms.items()})
+
+
+def _is_example(model: FxModel, inputs) -> bool:
+    return len(inputs) == len(model.example) and all(a is b for a, b in zip(inputs, model.example))
 
 
 def _shapes(inputs) -> tuple:

@@ -8,9 +8,11 @@ takes 0.9 s (most of it symbolic size arithmetic). The price is that the graph
 holds the example's sizes as literals and the branches its values took, so it
 serves the analysis and the oracle only, never as a returned model:
 
-* the oracle runs each other verification shape on a fresh trace at that shape,
-  which must have the same nodes (:func:`same_structure`; the masks are placed
-  by node name), else the caller falls back to ``torch.export``;
+* the oracle runs each other verification shape on the module itself, replaying
+  the trace's masks on the k-th call of each op (:mod:`..oracle_replay`), or, where
+  the calls do not line up, on a fresh trace at that shape whose nodes are matched
+  to the first trace's (:func:`graph_at`; the masks are placed by node name); where
+  neither serves, the caller falls back to ``torch.export``;
 * when the pruned original class cannot be kept, the caller prunes again from
   a ``torch.export`` trace, whose graph runs at every batch and length.
 
