@@ -281,15 +281,17 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         report["calibration"] = calibration_report([batch_rows(b) for b in samples], fit, held_out, len(stats),
                                                    calibrated)
     if pruned is module and is_hf_model(module):
-        report["hf"] = _fit_hf_config(module, plan, checks[0])
+        report["hf"] = _fit_hf_config(module, plan, checks[0], repaired)
     _set_mode(pruned, was_training)
     return TorchPruneResult(pruned, report, plan, verification, traced)
 
 
-def _fit_hf_config(module, plan, inputs) -> dict:
+def _fit_hf_config(module, plan, inputs, repaired: list[str]) -> dict:
     """Make ``module.config`` describe the pruned sizes (see :mod:`graphprune.hf`), unless the
     forward reads a fitted field (Gemma scales embeddings by √hidden_size): then it stays as is
-    and :func:`graphprune.hf.from_pretrained` rebuilds the sizes from the saved sidecar."""
+    and :func:`graphprune.hf.from_pretrained` rebuilds the sizes from the saved sidecar. The
+    config fields the attribute repair set already (Phi-3 reads its head count from the
+    config) are among the edits reported."""
     table = plan.analysis.table
     changed: dict[int, set[int]] = {}
     for did in plan.changed_dims():
@@ -313,6 +315,10 @@ def _fit_hf_config(module, plan, inputs) -> dict:
                               else "no config expresses these per-layer sizes" if not fits
                               else "the forward or a buffer rebuilt on reload reads a field the fit "
                                    "would change")
+    for change in repaired:  # "config.field: old -> new"
+        if change.startswith("config.") and same:
+            field, sizes = change[len("config."):].split(": ")
+            edits = {field: tuple(int(v) for v in sizes.split(" -> ")), **edits}
     return {"config_fits": same, "config_edits": {k: list(v) for k, v in edits.items()} if same else {},
             "reload": "transformers from_pretrained" if same else "graphprune.hf.from_pretrained",
             "reason": reason}

@@ -27,6 +27,7 @@ from torch.utils import _pytree as pytree
 
 from ..channels.apply import apply_plan
 from ..frontends.fx import FxModel
+from .config_fields import repair_config_fields
 
 
 @dataclass
@@ -547,11 +548,15 @@ def repair_attributes(model: FxModel, emission: TorchEmission, runs=None) -> tup
             if len(options) > 1:
                 ambiguous.setdefault((type(module).__name__, attr, value, tuple(options)), []).append(path)
             setattr(module, attr, options[0])
+    config_changes = []
+    if runs is not None and choices:  # sizes read from a shared config (Phi-3's query width)
+        config_changes, config_undo = repair_config_fields(model.module, rewrites, runs)
+        undo.extend(config_undo)
     if ambiguous and runs is not None:
         _resolve(model.module, choices, ambiguous, runs)
     changes = [f"{path or type(model.module).__name__}.{attr}: {old} -> {new}"
                for (path, attr), (_, old, new) in choices.items()]
-    return changes, undo
+    return changes + config_changes, undo
 
 
 def _resolve(root: nn.Module, choices: dict, ambiguous: dict, runs, budget: int = 16) -> None:
