@@ -549,7 +549,7 @@ def repair_attributes(model: FxModel, emission: TorchEmission, runs=None) -> tup
                 ambiguous.setdefault((type(module).__name__, attr, value, tuple(options)), []).append(path)
             setattr(module, attr, options[0])
     config_changes = []
-    if runs is not None and choices:  # sizes read from a shared config (Phi-3's query width)
+    if runs is not None:  # sizes read from a shared config (Phi-3's query width), even with no attribute
         config_changes, config_undo = repair_config_fields(model.module, rewrites, runs)
         undo.extend(config_undo)
     if ambiguous and runs is not None:
