@@ -1,10 +1,12 @@
 """A concrete trace: the module's ATen ops at the example's shapes, in a tenth of torch.export's time.
 
-``make_fx`` in real mode (pre-dispatch, so ``linear`` and ``scaled_dot_product_attention``
-stay whole, as in torch.export's training IR) runs the forward once on the real
-inputs and records every op. No fake tensors and no symbolic sizes: on a 2-layer
-BERT it takes 0.15 s where ``torch.export`` with a dynamic batch and length
-takes 0.9 s (most of it symbolic size arithmetic). The price is that the graph
+The forward runs once on the real inputs and every pre-dispatch ATen op is recorded
+(so ``linear`` and ``scaled_dot_product_attention`` stay whole, as in torch.export's
+training IR): by :mod:`.recording`, a dispatch mode that gives ``make_fx``'s real-mode
+graph node for node at a third to a fifth of its cost, or by ``make_fx`` itself where
+the recorder refuses. No symbolic sizes: on a 2-layer BERT it takes 0.06 s where
+``torch.export`` with a dynamic batch and length takes 0.9 s (most of it symbolic
+size arithmetic). The price is that the graph
 holds the example's sizes as literals and the branches its values took, so it
 serves the analysis and the oracle only, never as a returned model:
 
@@ -32,6 +34,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
 
 from .functionalise import functionalise, mutates
+from .recording import record
 
 TRACER = "concrete"
 
@@ -50,14 +53,31 @@ def concrete_trace(module: torch.nn.Module, example_inputs) -> fx.GraphModule:
     (:func:`_refuse_branches_on_floats`); the export path handles both."""
     state = dict(module.named_parameters(remove_duplicate=False))
     state.update(module.named_buffers(remove_duplicate=False))
+    graph = fx.Graph()
+    try:
+        with _module_stacks(module, lambda: graph):
+            gm = record(module, example_inputs, state, graph)
+    except Exception:  # (NotRecordable, or the forward failing: make_fx then says how, as it always did)
+        gm = _make_fx_trace(module, example_inputs, state)
+    if mutates(gm) and not functionalise(gm):
+        raise ValueError("the forward mutates a tensor that is not a private intermediate")
+    _refuse_branches_on_floats(gm)
+    return gm
 
+
+def _make_fx_trace(module: torch.nn.Module, example_inputs, state: dict) -> fx.GraphModule:
+    """The same graph by ``make_fx`` (real tensors, pre-dispatch), for what the recorder refuses."""
     def forward(state, *args):
         return torch.func.functional_call(module, state, args, tie_weights=True, strict=False)
+
+    def graph_of_proxy_mode():
+        mode = get_proxy_mode()
+        return mode.tracer.graph if mode is not None else None
 
     # one fake mode for every recorded value's metadata: without it make_fx builds a FakeTensorMode per
     # node, each capturing the Python stack (a third of the trace time on a 30-layer model)
     metadata = TracingContext(FakeTensorMode(allow_fallback_kernels=True))
-    with torch.no_grad(), _module_stacks(module), tracing(metadata):
+    with torch.no_grad(), _module_stacks(module, graph_of_proxy_mode), tracing(metadata):
         traced = make_fx(forward, tracing_mode="real", pre_dispatch=True, record_stack_traces=False,
                          _error_on_data_dependent_ops=False)(state, *example_inputs)
     graph = traced.graph
@@ -73,11 +93,7 @@ def concrete_trace(module: torch.nn.Module, example_inputs) -> fx.GraphModule:
     graph._codegen = fx.graph.CodeGen()  # positional inputs, a flat list of outputs
     root = {n.target: state[n.target] if n.target in state else getattr(traced, n.target)
             for n in graph.nodes if n.op == "get_attr"}
-    gm = fx.GraphModule(root, graph, class_name=type(module).__name__)
-    if mutates(gm) and not functionalise(gm):
-        raise ValueError("the forward mutates a tensor that is not a private intermediate")
-    _refuse_branches_on_floats(gm)
-    return gm
+    return fx.GraphModule(root, graph, class_name=type(module).__name__)
 
 
 def _refuse_branches_on_floats(gm: fx.GraphModule) -> None:
@@ -97,7 +113,7 @@ def _refuse_branches_on_floats(gm: fx.GraphModule) -> None:
 
 
 @contextlib.contextmanager
-def _module_stacks(module: torch.nn.Module):
+def _module_stacks(module: torch.nn.Module, current_graph):
     """Stamp each recorded node with the submodule whose forward made it, as torch.export's
     ``nn_module_stack`` does (make_fx records none): size attributes are repaired per module.
 
@@ -107,10 +123,9 @@ def _module_stacks(module: torch.nn.Module):
     stack: list = []
 
     def stamp():
-        mode = get_proxy_mode()
-        if mode is None:
+        graph = current_graph()
+        if graph is None:
             return
-        graph = mode.tracer.graph
         node = graph._root.prev
         while node is not graph._root and "nn_module_stack" not in node.meta:
             node.meta["nn_module_stack"] = {stack[-1][0]: stack[-1]} if stack else {}
