@@ -27,6 +27,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def fit_config(model, changed_sizes: dict[int, set[int]]) -> tuple[bool, dict[st
     """
     target = _shapes(model)
     config = model.config
+    if sizes_differ_by_layer(model, target):
+        return False, {}
     head_dim = _derived_head_dim(config)  # (before any edit)
     for state_head_dim in (False, True) if head_dim is not None else (False,):
         if state_head_dim:
@@ -101,6 +104,25 @@ def fit_config(model, changed_sizes: dict[int, set[int]]) -> tuple[bool, dict[st
         if state_head_dim:
             del config.head_dim
     return False, {}
+
+
+def sizes_differ_by_layer(model, target: dict[str, tuple]) -> bool:
+    """Whether the prune left layers of one kind with different shapes where the config's build
+    gives them equal ones (``layer.0.attention.query.weight`` 192 rows, ``layer.1...`` 256: a
+    global ranking), which no config of scalar sizes can state: then no search is needed. A
+    config with per-layer size lists (Swin's ``num_heads``) may state it, and is searched."""
+    if any(isinstance(v, (list, tuple)) and v and all(isinstance(i, int) for i in v)
+           for v in model.config.to_dict().values()):
+        return False
+    try:
+        built = _shapes(_build(type(model), model.config))
+    except Exception:
+        return False
+    kinds: dict[str, list[str]] = {}
+    for name in target:
+        kinds.setdefault(re.sub(r"\.\d+\.", ".#.", name), []).append(name)
+    return any(len({built.get(n) for n in names}) == 1 and len({target[n] for n in names}) > 1
+               for names in kinds.values() if len(names) > 1)
 
 
 def undo_edits(config, edits: dict[str, tuple]) -> None:

@@ -312,7 +312,8 @@ def _fit_hf_config(module, plan, inputs, repaired: list[str]) -> dict:
     veto = validation_veto(module, changed) if not fits else ""
     reason = "" if same else (f"the config's own validation refuses the pruned sizes ({veto}); a round_to "
                               "that keeps them valid (e.g. the head count) lets the config state them" if veto
-                              else "no config expresses these per-layer sizes" if not fits
+                              else ("no setting of the config's size fields rebuilds these shapes (sizes "
+                                    "that differ by layer, or one the class derives from others)") if not fits
                               else "the forward or a buffer rebuilt on reload reads a field the fit "
                                    "would change")
     for change in repaired:  # "config.field: old -> new"

@@ -290,6 +290,8 @@ def snapshot(gm: fx.GraphModule) -> fx.GraphModule:
     """
     import copy
 
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+
     clones: dict[int, torch.nn.Module] = {}
 
     def clone(m: torch.nn.Module) -> torch.nn.Module:
@@ -309,7 +311,7 @@ def snapshot(gm: fx.GraphModule) -> fx.GraphModule:
     graph = fx.Graph(owning_module=None, tracer_cls=gm.graph._tracer_cls)
     graph.output(graph.graph_copy(gm.graph, {}), type_expr=None)
     graph._codegen = copy.deepcopy(gm.graph._codegen)
-    copied = fx.GraphModule(root, graph, class_name=type(gm).__name__)
+    copied = _LazyGraphModule(root, graph, class_name=type(gm).__name__)  # (compiled if it runs)
     copied.meta = dict(getattr(gm, "meta", {}))
     return copied
 

@@ -1,0 +1,45 @@
+"""The Hugging Face config fit's shortcut (graphprune/hf.py): a prune whose layers of one kind
+ended with different sizes (a global ranking) is known not to fit a config of scalar sizes
+without the search of candidate configs, and still reloads through the sidecar."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import graphprune
+import graphprune.hf as hf
+from graphprune.models.hf_zoo import build_hf
+
+pytest.importorskip("transformers")
+
+
+def _builds(monkeypatch) -> list:
+    calls = []
+    real = hf._build
+    monkeypatch.setattr(hf, "_build", lambda *a: calls.append(a) or real(*a))
+    return calls
+
+
+def test_sizes_that_differ_by_layer_skip_the_search_and_reload(monkeypatch, tmp_path):
+    model, x = build_hf("llama")
+    result = graphprune.prune(model, 0.3, example_inputs=x, global_ranking=True)
+    widths = [layer.mlp.up_proj.out_features for layer in model.model.layers]
+    assert len(set(widths)) > 1  # the premise: per-layer sizes
+    assert hf.sizes_differ_by_layer(model, hf._shapes(model))
+    builds = _builds(monkeypatch)
+    assert hf.fit_config(model, {512: set(widths)}) == (False, {})
+    assert len(builds) == 1  # the original config's build only, no candidate
+    assert result.report["hf"]["config_fits"] is False
+    hf.save_pretrained(model, tmp_path)
+    again = hf.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.allclose(again(*x).logits, model(*x).logits, rtol=1e-4, atol=1e-5)  # (sdpa vs eager)
+
+
+def test_uniform_sizes_are_searched_and_fit(monkeypatch):
+    model, x = build_hf("llama")
+    result = graphprune.prune(model, 0.3, example_inputs=x, round_to=8)
+    assert not hf.sizes_differ_by_layer(model, hf._shapes(model))
+    assert result.report["hf"]["config_fits"] is True
+    assert result.report["hf"]["config_edits"]["intermediate_size"][1] == model.model.layers[0].mlp.up_proj.out_features
