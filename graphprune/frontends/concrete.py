@@ -34,6 +34,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
 
 from .functionalise import functionalise, mutates
+from .fx import OBSERVED, Observed
 from .recording import record
 
 TRACER = "concrete"
@@ -54,14 +55,19 @@ def concrete_trace(module: torch.nn.Module, example_inputs) -> fx.GraphModule:
     state = dict(module.named_parameters(remove_duplicate=False))
     state.update(module.named_buffers(remove_duplicate=False))
     graph = fx.Graph()
+    observed = Observed(set(module.state_dict().keys()))  # what the translation would run the graph for
     try:
         with _module_stacks(module, lambda: graph):
-            gm = record(module, example_inputs, state, graph)
+            gm = record(module, example_inputs, state, graph, observed)
     except Exception:  # (NotRecordable, or the forward failing: make_fx then says how, as it always did)
-        gm = _make_fx_trace(module, example_inputs, state)
-    if mutates(gm) and not functionalise(gm):
-        raise ValueError("the forward mutates a tensor that is not a private intermediate")
+        gm, observed = _make_fx_trace(module, example_inputs, state), None
+    if mutates(gm):
+        if not functionalise(gm):
+            raise ValueError("the forward mutates a tensor that is not a private intermediate")
+        observed = None  # the values were observed on the graph before it was rewritten
     _refuse_branches_on_floats(gm)
+    if observed is not None:
+        gm.meta[OBSERVED] = observed
     return gm
 
 
@@ -158,6 +164,7 @@ def graph_at(model, inputs) -> tuple[fx.GraphModule, dict[str, str] | None]:
                                   all(a is b for a, b in zip(inputs, model.example))):
         return model.gm, None
     gm = concrete_trace(model.module, inputs)
+    gm.meta.pop(OBSERVED, None)  # (not translated: its values are not needed)
     return gm, aligned(model.gm, gm)
 
 

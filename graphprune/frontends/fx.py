@@ -197,6 +197,9 @@ SHAPE_QUERIES = {"size", "dim", "numel", "shape", "dtype", "device", "ndim", "is
                  "_assert", "getattr", "_guards_fn"}  # size arithmetic is static through its inputs
 
 
+OBSERVED = "graphprune_observed"  # gm.meta key of an :class:`Observed` made while tracing
+
+
 class Recorder(fx.Interpreter):
     """Runs the graph once; keeps tensor metadata, non-tensor values and static tensors."""
 
@@ -208,17 +211,43 @@ class Recorder(fx.Interpreter):
 
     def run_node(self, n):
         result = super().run_node(n)
-        if isinstance(result, torch.Tensor):
-            self.info[n.name] = TensorInfo(tuple(result.shape), _np_dtype(result.dtype))
-            if n.name in self.static:
-                self.values[n.name] = result  # final state is read after the run (in-place fills)
-        elif isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
-            self.info[n.name] = [TensorInfo(tuple(r.shape), _np_dtype(r.dtype))
-                                 if isinstance(r, torch.Tensor) else r for r in result]
-            self.values[n.name] = result if n.name in self.static else None
-        else:
-            self.values[n.name] = result
+        _keep(self, n.name, result)
         return result
+
+
+def _keep(recorder, name: str, result) -> None:
+    """Store what the translation reads of one node's ``result`` in ``recorder.info`` / ``.values``."""
+    if isinstance(result, torch.Tensor):
+        recorder.info[name] = TensorInfo(tuple(result.shape), _np_dtype(result.dtype))
+        if name in recorder.static:
+            recorder.values[name] = result  # final state is read after the run (in-place fills)
+    elif isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
+        recorder.info[name] = [TensorInfo(tuple(r.shape), _np_dtype(r.dtype))
+                               if isinstance(r, torch.Tensor) else r for r in result]
+        recorder.values[name] = result if name in recorder.static else None
+    else:
+        recorder.values[name] = result
+
+
+class Observed:
+    """What :class:`Recorder` keeps, gathered while a tracer runs the module itself (the concrete
+    trace's recorder calls it per node with the node's value): the translation then needs no
+    second run of the graph. Valid for the graph as recorded (not after a rewrite of it)."""
+
+    def __init__(self, state: set[str]):
+        self.state = state
+        self.static: set[str] = set()
+        self.dynamic: set[str] = set()
+        self.info: dict[str, Any] = {}
+        self.values: dict[str, Any] = {}
+
+    def __call__(self, n: fx.Node, result) -> None:
+        value = result if n.op == "get_attr" else None
+        if _is_static(n, value, self.dynamic, self.state):
+            self.static.add(n.name)
+        else:
+            self.dynamic.add(n.name)
+        _keep(self, n.name, result)
 
 
 def _np_dtype(dtype: torch.dtype):
@@ -237,28 +266,28 @@ def static_nodes(gm: fx.GraphModule, state: set[str] | None = None) -> set[str]:
     dynamic: set[str] = set()
     static: set[str] = set()
     for n in gm.graph.nodes:
-        if n.op == "placeholder":
-            dynamic.add(n.name)
-            continue
-        if n.op == "get_attr":
-            value = _fetch(gm, n.target)
-            learned = isinstance(value, torch.nn.Parameter) or state is None or n.target in state
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and learned:
-                dynamic.add(n.name)
-            else:
-                static.add(n.name)
-            continue
         if n.op == "output":
             continue
-        name = _target_name(n)
-        reads = [a for a in _node_args(n)]
-        if name in SHAPE_QUERIES and n.op != "call_module":
-            reads = reads[1:] if name.startswith("new_") else []
-        if n.op == "call_module" or any(a.name in dynamic for a in reads):
-            dynamic.add(n.name)
-        else:
+        if _is_static(n, _fetch(gm, n.target) if n.op == "get_attr" else None, dynamic, state):
             static.add(n.name)
+        else:
+            dynamic.add(n.name)
     return static
+
+
+def _is_static(n: fx.Node, attr_value, dynamic: set[str], state: set[str] | None) -> bool:
+    """Whether ``n`` is static given which earlier nodes are ``dynamic`` (see :func:`static_nodes`);
+    ``attr_value`` is a ``get_attr`` node's tensor."""
+    if n.op == "placeholder":
+        return False
+    if n.op == "get_attr":
+        learned = isinstance(attr_value, torch.nn.Parameter) or state is None or n.target in state
+        return not (isinstance(attr_value, torch.Tensor) and attr_value.is_floating_point() and learned)
+    name = _target_name(n)
+    reads = [a for a in _node_args(n)]
+    if name in SHAPE_QUERIES and n.op != "call_module":
+        reads = reads[1:] if name.startswith("new_") else []
+    return not (n.op == "call_module" or any(a.name in dynamic for a in reads))
 
 
 def _node_args(n: fx.Node) -> list[fx.Node]:
@@ -380,7 +409,9 @@ def _flatten_output(arg) -> list[fx.Node]:
 def build(module, gm: fx.GraphModule, tracer: str, example_inputs,
           handler_for: Callable[[Translator, fx.Node], Callable | None]) -> FxModel:
     """Run the recorder and translate every fx node (see :func:`.fx_ops.translate`)."""
-    recorder = record(gm, example_inputs, set(module.state_dict().keys()))
+    recorder = gm.meta.pop(OBSERVED, None)  # gathered by the tracer, if it ran the module itself
+    if recorder is None:
+        recorder = record(gm, example_inputs, set(module.state_dict().keys()))
     t = Translator(module, gm, tracer, recorder)
     model = t.model
     inputs: list[str] = []

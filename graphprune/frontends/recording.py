@@ -58,10 +58,12 @@ class _Recorder(SchemaCheckMode):
     the pre-dispatch key; none of that mode's checking runs (its hooks are replaced).
     """
 
-    def __init__(self, graph: fx.Graph, known: WeakIdKeyDictionary, constants: dict, fake: FakeTensorMode):
+    def __init__(self, graph: fx.Graph, known: WeakIdKeyDictionary, constants: dict, fake: FakeTensorMode,
+                 observe=None):
         TorchDispatchMode.__init__(self)
         self._dispatch_key = torch._C.DispatchKey.PreDispatch
         self.graph, self.known, self.constants, self.fake = graph, known, constants, fake
+        self.observe = observe or (lambda node, value: None)
         self.qualnames = WeakIdKeyDictionary()  # untracked tensor -> its _tensor_constant name
         self.literal = WeakIdKeyDictionary()  # traced tensors make_fx knows the value of (see below)
         self.refused = ""
@@ -115,9 +117,11 @@ class _Recorder(SchemaCheckMode):
             self.constants[name] = tensor
         node = self.graph.create_node("get_attr", name)
         node.meta["val"] = self.value(tensor)
+        self.observe(node, tensor)
         return node
 
     def track(self, out, node: fx.Node) -> None:
+        self.observe(node, out)
         if isinstance(out, torch.Tensor):
             node.meta["val"] = self.value(out)
             self.known[out] = node  # (an in-place op's result is its input: later reads see this node)
@@ -127,6 +131,7 @@ class _Recorder(SchemaCheckMode):
             node.meta["val"] = type(out)(self.value(x) if x is not None else None for x in out)
             for i, x in enumerate(out):  # one getitem per element, as make_fx's proxies make them
                 item = self.graph.create_node("call_function", operator.getitem, (node, i), name="getitem")
+                self.observe(item, x)
                 if x is not None:
                     item.meta["val"] = self.value(x)
                     self.known[x] = item
@@ -162,6 +167,7 @@ class _FunctionLevel(PreDispatchTorchFunctionMode):
                 args = (self.enter_autocast_nodes.pop(),)
             node = self.recorder.graph.create_node("call_function", func, args, {})
             node.meta["val"] = None
+            self.recorder.observe(node, None)
             if func is torch.amp.autocast_mode._enter_autocast:
                 self.enter_autocast_nodes.append(node)
             if func is torch._C._set_grad_enabled:
@@ -195,23 +201,27 @@ def _refuse_higher_order_ops() -> None:
 
 
 def record(module: torch.nn.Module, example_inputs, state: dict[str, torch.Tensor],
-           graph: fx.Graph) -> fx.GraphModule:
+           graph: fx.Graph, observe=None) -> fx.GraphModule:
     """The graph of ``module(*example_inputs)``, recorded into the empty ``graph`` (see the module
     docstring); ``state`` maps ``state_dict`` names to the module's parameters and buffers.
-    Raises :class:`NotRecordable`."""
+    ``observe(node, value)``, if given, is called as each node is made, with the value it
+    computed (the module's own tensor for a ``get_attr``). Raises :class:`NotRecordable`."""
     _refuse_higher_order_ops()
     known = WeakIdKeyDictionary()
     constants: dict[str, torch.Tensor] = {}
     fake = FakeTensorMode(allow_fallback_kernels=True)
-    mode = _Recorder(graph, known, constants, fake)
+    mode = _Recorder(graph, known, constants, fake, observe)
     for i, arg in enumerate(example_inputs, start=1):
         for j, leaf in enumerate(pytree.tree_leaves(arg), start=1):
             node = graph.placeholder(f"arg{i}_{j}")
             node.meta["val"] = mode.value(leaf) if isinstance(leaf, torch.Tensor) else leaf
+            mode.observe(node, leaf)
             if isinstance(leaf, torch.Tensor):
                 known[leaf] = node
         if not pytree.tree_leaves(arg):  # an empty container is still a placeholder
-            graph.placeholder(f"arg{i}_1").meta["val"] = arg
+            node = graph.placeholder(f"arg{i}_1")
+            node.meta["val"] = arg
+            mode.observe(node, arg)
     names = {}
     for name, tensor in state.items():  # a tied tensor goes by its last name, as in make_fx
         names[id(tensor)] = name
@@ -220,6 +230,7 @@ def record(module: torch.nn.Module, example_inputs, state: dict[str, torch.Tenso
         if names[id(tensor)] == name and tensor not in known:
             attrs[name] = node = graph.create_node("get_attr", name)
             node.meta["val"] = mode.value(tensor)
+            mode.observe(node, tensor)
             known[tensor] = node
     with torch.no_grad(), _looks_like_make_fx(mode), enable_python_dispatcher(), mode:
         out = module(*example_inputs)
