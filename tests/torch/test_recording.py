@@ -158,3 +158,26 @@ def test_what_the_recorder_refuses_stays_refused_and_goes_to_make_fx(monkeypatch
                         lambda *a, real=concrete._make_fx_trace: used.append(1) or real(*a))
     gm = concrete.concrete_trace(module, (x,))
     assert used and torch.allclose(gm(x)[0], module(x))
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_what_the_recorder_observes_is_what_a_second_run_records(name):
+    """The translation reads the concrete trace's observed values instead of running the graph
+    again: the same static nodes, shapes, dtypes, Python values and static tensors."""
+    from graphprune.frontends import fx as fx_frontend
+
+    model, x = build_hf(name)
+    with without_cache(model):
+        gm = concrete.concrete_trace(model, x)
+        observed = gm.meta.pop(fx_frontend.OBSERVED)
+        again = fx_frontend.record(gm, x, set(model.state_dict().keys()))
+    names = [n.name for n in gm.graph.nodes if n.op != "output"]
+    assert {n for n in names if n in observed.static} == {n for n in names if n in again.static}
+    assert [observed.info.get(n) for n in names] == [again.info.get(n) for n in names]
+    for n in names:
+        a, b = observed.values.get(n), again.values.get(n)
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            assert torch.equal(a, b), n
+        elif not isinstance(a, (tuple, list)):
+            assert a == b, n
+    assert any(isinstance(observed.values.get(n), torch.Tensor) for n in names)  # static tensors seen
