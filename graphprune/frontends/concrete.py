@@ -66,7 +66,7 @@ def concrete_trace(module: torch.nn.Module, example_inputs) -> fx.GraphModule:
             raise ValueError("the forward mutates a tensor that is not a private intermediate")
         observed = None  # the values were observed on the graph before it was rewritten
     _refuse_branches_on_floats(gm)
-    if observed is not None:
+    if observed is not None and observed.complete:
         gm.meta[OBSERVED] = observed
     return gm
 

@@ -241,12 +241,17 @@ class Observed:
         self.info: dict[str, Any] = {}
         self.values: dict[str, Any] = {}
 
+    complete = True  # False where a static value was freed before it was observed
+
     def __call__(self, n: fx.Node, result) -> None:
+        from .recording import GONE
+
         value = result if n.op == "get_attr" else None
-        if _is_static(n, value, self.dynamic, self.state):
-            self.static.add(n.name)
-        else:
-            self.dynamic.add(n.name)
+        static = _is_static(n, value, self.dynamic, self.state)
+        (self.static if static else self.dynamic).add(n.name)
+        if any(r is GONE for r in pytree.tree_leaves(result)):
+            self.complete = self.complete and not static  # (a dynamic value: its metadata is enough)
+            result = n.meta.get("val")
         _keep(self, n.name, result)
 
 

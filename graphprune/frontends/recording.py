@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import operator
+import weakref
 
 import torch
 import torch.fx as fx
@@ -45,6 +46,9 @@ from torch.fx.node import _side_effectful_need_to_be_preserved_pre_dispatch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
+
+
+GONE = object()  # what ``observe`` gets for a value freed before any call read it
 
 
 class NotRecordable(Exception):
@@ -63,13 +67,15 @@ class _Recorder(SchemaCheckMode):
         TorchDispatchMode.__init__(self)
         self._dispatch_key = torch._C.DispatchKey.PreDispatch
         self.graph, self.known, self.constants, self.fake = graph, known, constants, fake
-        self.observe = observe or (lambda node, value: None)
+        self.observe = observe
+        self.unobserved: list[tuple[fx.Node, object]] = []  # (node, weak references to its value)
         self.qualnames = WeakIdKeyDictionary()  # untracked tensor -> its _tensor_constant name
         self.literal = WeakIdKeyDictionary()  # traced tensors make_fx knows the value of (see below)
         self.refused = ""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        self.flush()
         if not isinstance(func, torch._ops.OpOverload):
             self.refuse(f"{func} is not an ATen op")
         if func is torch.ops.prim.device.default:
@@ -100,6 +106,20 @@ class _Recorder(SchemaCheckMode):
                 self.literal.pop(x, None)
         return out
 
+    def note(self, node: fx.Node, value) -> None:
+        """Report ``value`` to ``observe`` at the next call (see :meth:`flush`)."""
+        if self.observe is not None:
+            self.unobserved.append((node, pytree.tree_map_only(torch.Tensor, weakref.ref, value)))
+
+    def flush(self) -> None:
+        """Hand the values noted since the last call to ``observe``: only now, because a factory
+        op's result that something else holds while it is returned comes back as a fresh alias
+        (``make_variable`` copies a tensor whose impl has other owners), whose identity the trace
+        would not know. A value gone by now (used by no call) is reported as :data:`GONE`."""
+        pending, self.unobserved = self.unobserved, []
+        for node, refs in pending:
+            self.observe(node, pytree.tree_map_only(weakref.ref, lambda r: r() if r() is not None else GONE, refs))
+
     def refuse(self, why: str):
         """Stop: remembered, since the forward may catch the exception and go on."""
         self.refused = why
@@ -117,11 +137,11 @@ class _Recorder(SchemaCheckMode):
             self.constants[name] = tensor
         node = self.graph.create_node("get_attr", name)
         node.meta["val"] = self.value(tensor)
-        self.observe(node, tensor)
+        self.note(node, tensor)
         return node
 
     def track(self, out, node: fx.Node) -> None:
-        self.observe(node, out)
+        self.note(node, out)
         if isinstance(out, torch.Tensor):
             node.meta["val"] = self.value(out)
             self.known[out] = node  # (an in-place op's result is its input: later reads see this node)
@@ -131,7 +151,7 @@ class _Recorder(SchemaCheckMode):
             node.meta["val"] = type(out)(self.value(x) if x is not None else None for x in out)
             for i, x in enumerate(out):  # one getitem per element, as make_fx's proxies make them
                 item = self.graph.create_node("call_function", operator.getitem, (node, i), name="getitem")
-                self.observe(item, x)
+                self.note(item, x)
                 if x is not None:
                     item.meta["val"] = self.value(x)
                     self.known[x] = item
@@ -167,7 +187,7 @@ class _FunctionLevel(PreDispatchTorchFunctionMode):
                 args = (self.enter_autocast_nodes.pop(),)
             node = self.recorder.graph.create_node("call_function", func, args, {})
             node.meta["val"] = None
-            self.recorder.observe(node, None)
+            self.recorder.note(node, None)
             if func is torch.amp.autocast_mode._enter_autocast:
                 self.enter_autocast_nodes.append(node)
             if func is torch._C._set_grad_enabled:
@@ -204,8 +224,9 @@ def record(module: torch.nn.Module, example_inputs, state: dict[str, torch.Tenso
            graph: fx.Graph, observe=None) -> fx.GraphModule:
     """The graph of ``module(*example_inputs)``, recorded into the empty ``graph`` (see the module
     docstring); ``state`` maps ``state_dict`` names to the module's parameters and buffers.
-    ``observe(node, value)``, if given, is called as each node is made, with the value it
-    computed (the module's own tensor for a ``get_attr``). Raises :class:`NotRecordable`."""
+    ``observe(node, value)``, if given, is called for each node with the value it computed (the
+    module's own tensor for a ``get_attr``), by the next call after it is made (see
+    :meth:`_Recorder.flush`). Raises :class:`NotRecordable`."""
     _refuse_higher_order_ops()
     known = WeakIdKeyDictionary()
     constants: dict[str, torch.Tensor] = {}
@@ -215,13 +236,13 @@ def record(module: torch.nn.Module, example_inputs, state: dict[str, torch.Tenso
         for j, leaf in enumerate(pytree.tree_leaves(arg), start=1):
             node = graph.placeholder(f"arg{i}_{j}")
             node.meta["val"] = mode.value(leaf) if isinstance(leaf, torch.Tensor) else leaf
-            mode.observe(node, leaf)
+            mode.note(node, leaf)
             if isinstance(leaf, torch.Tensor):
                 known[leaf] = node
         if not pytree.tree_leaves(arg):  # an empty container is still a placeholder
             node = graph.placeholder(f"arg{i}_1")
             node.meta["val"] = arg
-            mode.observe(node, arg)
+            mode.note(node, arg)
     names = {}
     for name, tensor in state.items():  # a tied tensor goes by its last name, as in make_fx
         names[id(tensor)] = name
@@ -230,10 +251,11 @@ def record(module: torch.nn.Module, example_inputs, state: dict[str, torch.Tenso
         if names[id(tensor)] == name and tensor not in known:
             attrs[name] = node = graph.create_node("get_attr", name)
             node.meta["val"] = mode.value(tensor)
-            mode.observe(node, tensor)
+            mode.note(node, tensor)
             known[tensor] = node
     with torch.no_grad(), _looks_like_make_fx(mode), enable_python_dispatcher(), mode:
         out = module(*example_inputs)
+    mode.flush()
     if mode.refused:
         raise NotRecordable(mode.refused)
     leaves = [mode.node_of(x) if isinstance(x, torch.Tensor) else x for x in pytree.tree_leaves(out)]

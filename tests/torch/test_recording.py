@@ -30,9 +30,13 @@ def _state(module):
 
 
 def _recorded(module, inputs):
+    """As the concrete trace records: with an observer of the values (which must not change
+    what is recorded)."""
+    from graphprune.frontends.fx import Observed
+
     graph = fx.Graph()
     with concrete._module_stacks(module, lambda: graph):
-        return record(module, inputs, _state(module), graph)
+        return record(module, inputs, _state(module), graph, Observed(set(module.state_dict().keys())))
 
 
 def _canonical(gm: fx.GraphModule) -> list[tuple]:
@@ -75,6 +79,7 @@ class _SpecialCases(nn.Module):
     def forward(self, x, pair):
         y = self.first(x) + self.plain
         y = y * self.plain
+        y = y + torch.arange(8)[None, :]  # a factory's result, read again by the next call
         k = torch.tensor(3)  # a literal: make_fx knows its value, so .item() of it records nothing
         if bool(k > 2):
             y = y + k.item()
