@@ -34,6 +34,7 @@ from torch.utils import _pytree as pytree
 from ..errors import InputError
 from ..ir import Graph, Node, TensorInfo
 from .functionalise import functionalise, mutates
+from .recording import GONE
 
 IR_OPSET = 17  # the attribute/input conventions the translation writes
 
@@ -244,8 +245,6 @@ class Observed:
     complete = True  # False where a static value was freed before it was observed
 
     def __call__(self, n: fx.Node, result) -> None:
-        from .recording import GONE
-
         value = result if n.op == "get_attr" else None
         static = _is_static(n, value, self.dynamic, self.state)
         (self.static if static else self.dynamic).add(n.name)

@@ -20,10 +20,15 @@ attributes, ``meta["val"]`` a fake tensor of each result's shape, stride and dty
 (made directly from a meta tensor, no dispatch), and a flat output list of the
 result's pytree leaves.
 
-It refuses (:class:`NotRecordable`, the caller uses make_fx) whatever it does not
-model: a call that is not an ATen ``OpOverload`` (a higher-order op such as
-``cond`` or a checkpoint), or a result that is not a tensor, a flat list/tuple of
-tensors, a Python number or None.
+The forward sees what it would see under make_fx (:func:`_looks_like_make_fx`), so it
+takes the same path (no fused fast paths), and grad-mode and autocast switches are
+recorded as make_fx records them. It refuses (:class:`NotRecordable`, the caller uses
+make_fx) whatever it does not model: a call that is not an ATen ``OpOverload`` (a
+higher-order op such as ``cond`` or a checkpoint), a functorch transform, or a result
+that is not a tensor, a flat list/tuple of tensors, a Python number or None. Checked
+node for node against make_fx on every torchvision model, the smallest variant of
+every timm family and every Hugging Face zoo family (tests/torch/test_recording.py
+keeps a handful).
 """
 
 from __future__ import annotations
@@ -38,12 +43,12 @@ import torch.fx as fx
 from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch._subclasses.schema_check_mode import SchemaCheckMode
-from torch.utils import _pytree as pytree
 from torch.fx._lazy_graph_module import _LazyGraphModule
 from torch.fx._symbolic_trace import _is_fx_tracing_context
 from torch.fx.experimental.proxy_tensor import PreDispatchTorchFunctionMode, disable_autocast_cache
 from torch.fx.node import _side_effectful_need_to_be_preserved_pre_dispatch
 from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -259,6 +264,7 @@ def record(module: torch.nn.Module, example_inputs, state: dict[str, torch.Tenso
     if mode.refused:
         raise NotRecordable(mode.refused)
     leaves = [mode.node_of(x) if isinstance(x, torch.Tensor) else x for x in pytree.tree_leaves(out)]
+    mode.flush()  # (an output the trace did not produce is a constant made just now)
     graph.output(leaves)
     for node in attrs.values():
         if not node.users:
