@@ -28,10 +28,9 @@ from collections import Counter
 import torch
 import torch.fx as fx
 from torch._dispatch.python import enable_python_dispatcher
-from torch._subclasses.schema_check_mode import SchemaCheckMode
 from torch.utils import _pytree as pytree
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from .frontends.recording import PreDispatchMode
 from .masked_norms import evaluate
 
 
@@ -39,16 +38,11 @@ class _Mismatch(Exception):
     """The call does not look like the traced node it is matched to."""
 
 
-class _Replay(SchemaCheckMode):
-    """A pre-dispatch mode applying the trace's masks and norms by op occurrence.
-
-    It derives from SchemaCheckMode only because torch accepts no other Python class
-    at the pre-dispatch key; none of that mode's checking runs (its hooks are replaced).
-    """
+class _Replay(PreDispatchMode):
+    """A pre-dispatch mode applying the trace's masks and norms by op occurrence."""
 
     def __init__(self, actions: dict, root: fx.GraphModule):
-        TorchDispatchMode.__init__(self)
-        self._dispatch_key = torch._C.DispatchKey.PreDispatch
+        super().__init__()
         self.actions = actions  # (op, occurrence) -> (traced node, [(leaf, axis, keep)], norm or None)
         self.root = root
         self.calls: Counter = Counter()

@@ -60,17 +60,25 @@ class NotRecordable(Exception):
     """The forward does something the recorder does not model: trace it with make_fx."""
 
 
-class _Recorder(SchemaCheckMode):
-    """A pre-dispatch mode appending one node per ATen call (see the module docstring).
+class PreDispatchMode(SchemaCheckMode):
+    """A Python dispatch mode at the pre-dispatch key (where make_fx's proxy mode records).
 
     It derives from SchemaCheckMode only because torch accepts no other Python class at
-    the pre-dispatch key; none of that mode's checking runs (its hooks are replaced).
+    that key; none of that mode's checking runs (subclasses replace ``__torch_dispatch__``
+    and skip its ``__init__``). Enter it with ``enable_python_dispatcher()``.
     """
+
+    def __init__(self):
+        TorchDispatchMode.__init__(self)
+        self._dispatch_key = torch._C.DispatchKey.PreDispatch
+
+
+class _Recorder(PreDispatchMode):
+    """A pre-dispatch mode appending one node per ATen call (see the module docstring)."""
 
     def __init__(self, graph: fx.Graph, known: WeakIdKeyDictionary, constants: dict, fake: FakeTensorMode,
                  observe=None):
-        TorchDispatchMode.__init__(self)
-        self._dispatch_key = torch._C.DispatchKey.PreDispatch
+        super().__init__()
         self.graph, self.known, self.constants, self.fake = graph, known, constants, fake
         self.observe = observe
         self.unobserved: list[tuple[fx.Node, object]] = []  # (node, weak references to its value)
