@@ -24,6 +24,7 @@ would rebuild the original architecture and refuse the weights.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import json
 import os
@@ -58,6 +59,42 @@ def _build(model_class, config) -> nn.Module:
         return model_class(config)
 
 
+_MEMO: contextvars.ContextVar[dict | None] = contextvars.ContextVar("graphprune_hf_builds", default=None)
+
+
+@contextlib.contextmanager
+def build_memo():
+    """Within this block each (class, config) is built once: the fit, its validation veto and the
+    attribute sync ask for the shapes of the same candidate configs (the original one 4 times)."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _built(model_class, config) -> tuple[dict[str, tuple], dict[str, dict]]:
+    """Parameter shapes and int attributes of a meta build of ``model_class(config)`` (memoised
+    inside :func:`build_memo`; a build that raises raises again without being retried)."""
+    memo = _MEMO.get()
+    key = (model_class, config.to_json_string(use_diff=False)) if memo is not None else None
+    if key in (memo or {}):
+        found = memo[key]
+        if isinstance(found, Exception):
+            raise found
+        return found
+    try:
+        fresh = _build(model_class, config)
+        found = (_shapes(fresh), _attributes(fresh))
+    except Exception as exc:
+        found = exc
+    if memo is not None:
+        memo[key] = found
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
 def _no_weight_init():
     """transformers' own switch for skipping initialisation (as ``from_pretrained`` does), where
     this transformers has it."""
@@ -72,7 +109,7 @@ def _mismatches(model_class, config, target: dict[str, tuple]) -> int:
     try:
         if hasattr(config, "validate"):
             config.validate()  # what save_pretrained checks (LLaMA: hidden a multiple of the heads)
-        fresh = _shapes(_build(model_class, config))
+        fresh = _built(model_class, config)[0]
     except Exception:  # an inconsistent candidate (heads not dividing the width...)
         return len(target) + 1
     return sum(target.get(k) != s for k, s in fresh.items()) + len(target.keys() - fresh.keys())
@@ -85,25 +122,46 @@ def fit_config(model, changed_sizes: dict[int, set[int]]) -> tuple[bool, dict[st
     Returns ``(fits, {field: (old, new)})``; when it does not fit, the config is
     left as it was and no edit is returned. A config without ``head_dim`` whose
     class derives it as ``hidden_size // num_attention_heads`` but reads the field
-    when present (Qwen2) gets it stated, so a pruned hidden size keeps the heads' width.
+    when present (Qwen2, ViT) gets it stated when the hidden size changed, so the
+    pruned hidden size keeps the heads' width (heads are pruned whole).
     """
     target = _shapes(model)
     config = model.config
     if sizes_differ_by_layer(model, target):
         return False, {}
     head_dim = _derived_head_dim(config)  # (before any edit)
-    for state_head_dim in (False, True) if head_dim is not None else (False,):
-        if state_head_dim:
-            if not _reads_head_dim(type(model), config, head_dim):
-                break  # stating it cannot change a shape: no second search
-            config.head_dim = head_dim
+    stated = {}
+    if head_dim is not None and config.hidden_size in changed_sizes and \
+            _reads_head_dim(type(model), config, head_dim):
+        config.head_dim = head_dim
+        stated = {"head_dim": (None, head_dim)}
+    edits = _direct_fit(model, config, changed_sizes, target)
+    fits = edits is not None
+    if not fits:
         fits, edits = _greedy_fit(model, config, changed_sizes, target)
-        if fits:
-            return True, {"head_dim": (None, head_dim), **edits} if state_head_dim else edits
-        undo_edits(config, edits)
-        if state_head_dim:
-            del config.head_dim
+    if fits:
+        return True, {**stated, **edits}
+    undo_edits(config, {**stated, **edits})
     return False, {}
+
+
+def _direct_fit(model, config, changed_sizes, target) -> dict[str, tuple] | None:
+    """The usual answer, tried before any search (one build): every int field whose value is a
+    size the prune changed to one new size gets that size (hidden, heads, kv heads and FFN width
+    are separate fields). The edits when that rebuilds the pruned shapes exactly (and passes the
+    config's validation), else None and the config unchanged."""
+    edits = {key: (value, next(iter(changed_sizes[value]))) for key, value in config.to_dict().items()
+             if isinstance(value, int) and not isinstance(value, bool) and len(changed_sizes.get(value, ())) == 1}
+    if not edits:
+        return None
+    candidate = copy.deepcopy(config)
+    for key, (_, new) in edits.items():
+        setattr(candidate, key, new)
+    if _mismatches(type(model), candidate, target):
+        return None
+    for key, (_, new) in edits.items():
+        setattr(config, key, new)
+    return edits
 
 
 def sizes_differ_by_layer(model, target: dict[str, tuple]) -> bool:
@@ -115,7 +173,7 @@ def sizes_differ_by_layer(model, target: dict[str, tuple]) -> bool:
            for v in model.config.to_dict().values()):
         return False
     try:
-        built = _shapes(_build(type(model), model.config))
+        built = _built(type(model), model.config)[0]
     except Exception:
         return False
     kinds: dict[str, list[str]] = {}
@@ -140,7 +198,7 @@ def _reads_head_dim(model_class, config, head_dim: int) -> bool:
     probe = copy.deepcopy(config)
     probe.head_dim = head_dim + 1
     try:
-        return _shapes(_build(model_class, probe)) != _shapes(_build(model_class, config))
+        return _built(model_class, probe)[0] != _built(model_class, config)[0]
     except Exception:  # the class refuses the width: it reads it
         return True
 
@@ -208,7 +266,7 @@ def validation_veto(model, changed_sizes: dict[int, set[int]]) -> str:
         if len(new) == 1:
             setattr(candidate, key, next(iter(new)))
     try:
-        shapes = _shapes(_build(type(model), candidate))
+        shapes = _built(type(model), candidate)[0]
     except Exception:
         return ""
     if shapes != _shapes(model):
@@ -254,8 +312,7 @@ def _attributes(module: nn.Module) -> dict[str, dict]:
 
 def architecture(model) -> dict:
     """What a fresh build of ``type(model)(model.config)`` lacks: shapes and int attributes."""
-    fresh = _build(type(model), model.config)
-    fresh_shapes, fresh_attrs = _shapes(fresh), _attributes(fresh)
+    fresh_shapes, fresh_attrs = _built(type(model), model.config)
     shapes = {k: list(s) for k, s in _shapes(model).items() if fresh_shapes.get(k) != s}
     attributes = {}
     for path, attrs in _attributes(model).items():
@@ -278,7 +335,7 @@ def sync_attributes(model) -> list:
     spec = architecture(model)
     if spec["shapes"]:
         return []
-    fresh = _attributes(_build(type(model), model.config))
+    fresh = _built(type(model), model.config)[1]
     undo = []
     for path, attrs in spec["attributes"].items():
         module = model.get_submodule(path)

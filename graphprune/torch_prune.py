@@ -34,7 +34,7 @@ from .errors import InputError, VerificationError
 from .frontends.concrete import TRACER as CONCRETE
 from .frontends.concrete import NeedsExport
 from .frontends.fx import FxModel, trace
-from .hf import fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes, undo_edits, validation_veto
+from .hf import build_memo, fit_config, is_hf_model, rebuilt_buffers_agree, sync_attributes, undo_edits, validation_veto
 from .importance import CRITERIA, TORCH_CRITERIA, importance
 from .metrics import total_macs
 from .plan_io import plan_from_kept, read_plan
@@ -298,18 +298,19 @@ def _fit_hf_config(module, plan, inputs, repaired: list[str]) -> dict:
         kept = plan.kept(did)
         if kept is not None and isinstance(table.sizes[did], int):
             changed.setdefault(table.sizes[did], set()).add(len(kept))
-    with without_cache(module):
-        before = _forward(module, inputs)
-        fits, edits = fit_config(module, changed)
-        same = fits and _same_outputs(before, _forward(module, inputs)) and rebuilt_buffers_agree(module)
-        if same:
-            undo = sync_attributes(module)
-            if undo and not _same_outputs(before, _forward(module, inputs)):
-                for step in reversed(undo):
-                    step()
-    if not same:
-        undo_edits(module.config, edits)
-    veto = validation_veto(module, changed) if not fits else ""
+    with build_memo():
+        with without_cache(module):
+            before = _forward(module, inputs)
+            fits, edits = fit_config(module, changed)
+            same = fits and _same_outputs(before, _forward(module, inputs)) and rebuilt_buffers_agree(module)
+            if same:
+                undo = sync_attributes(module)
+                if undo and not _same_outputs(before, _forward(module, inputs)):
+                    for step in reversed(undo):
+                        step()
+        if not same:
+            undo_edits(module.config, edits)
+        veto = validation_veto(module, changed) if not fits else ""
     reason = "" if same else (f"the config's own validation refuses the pruned sizes ({veto}); a round_to "
                               "that keeps them valid (e.g. the head count) lets the config state them" if veto
                               else ("no setting of the config's size fields rebuilds these shapes (sizes "
