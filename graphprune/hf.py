@@ -115,6 +115,49 @@ def _mismatches(model_class, config, target: dict[str, tuple]) -> int:
     return sum(target.get(k) != s for k, s in fresh.items()) + len(target.keys() - fresh.keys())
 
 
+LAYER_COUNT = re.compile(r"(num_|n_)?(hidden_|encoder_|decoder_)?layers?")  # num_hidden_layers, n_layer...
+
+
+class _OneLayerScore:
+    """:func:`_mismatches` measured on builds with one layer per stack: every layer-count field
+    (``num_hidden_layers``, ``n_layer``, ``encoder_layers``...) set to 1, compared with the target's
+    shapes of the same names (the first layer's and everything outside the layers). The search
+    builds many candidates; a 30-layer model costs 30 layers' modules per build otherwise. Valid
+    only where the one-layer build of the original config is a part of its full build (same names,
+    same shapes), which :meth:`make` checks; a fit it finds is confirmed by a full build."""
+
+    def __init__(self, model_class, target, fields):
+        self.model_class, self.target, self.fields = model_class, target, fields
+
+    @classmethod
+    def make(cls, model_class, config, target) -> "_OneLayerScore | None":
+        fields = [k for k, v in config.to_dict().items() if LAYER_COUNT.fullmatch(k) and
+                  isinstance(v, int) and not isinstance(v, bool) and v > 1]
+        if not fields:
+            return None
+        score = cls(model_class, target, fields)
+        try:
+            part, whole = _built(model_class, score.reduced(config))[0], _built(model_class, config)[0]
+        except Exception:
+            return None
+        return score if all(whole.get(k) == shape for k, shape in part.items()) else None
+
+    def reduced(self, config):
+        one = copy.deepcopy(config)
+        for key in self.fields:
+            setattr(one, key, 1)
+        return one
+
+    def __call__(self, config) -> int:
+        try:
+            if hasattr(config, "validate"):
+                config.validate()
+            fresh = _built(self.model_class, self.reduced(config))[0]
+        except Exception:
+            return len(self.target) + 1
+        return sum(self.target.get(k) != s for k, s in fresh.items())
+
+
 def fit_config(model, changed_sizes: dict[int, set[int]]) -> tuple[bool, dict[str, tuple]]:
     """Edit ``model.config`` in place until its class rebuilds the pruned shapes.
 
@@ -138,7 +181,12 @@ def fit_config(model, changed_sizes: dict[int, set[int]]) -> tuple[bool, dict[st
     edits = _direct_fit(model, config, changed_sizes, target)
     fits = edits is not None
     if not fits:
-        fits, edits = _greedy_fit(model, config, changed_sizes, target)
+        full = lambda candidate: _mismatches(type(model), candidate, target)  # noqa: E731
+        one_layer = _OneLayerScore.make(type(model), config, target)
+        fits, edits = _greedy_fit(config, changed_sizes, one_layer or full)
+        if fits and one_layer is not None and full(config):  # the one-layer fit is not the model's
+            undo_edits(config, edits)
+            fits, edits = _greedy_fit(config, changed_sizes, full)
     if fits:
         return True, {**stated, **edits}
     undo_edits(config, {**stated, **edits})
@@ -151,7 +199,8 @@ def _direct_fit(model, config, changed_sizes, target) -> dict[str, tuple] | None
     are separate fields). The edits when that rebuilds the pruned shapes exactly (and passes the
     config's validation), else None and the config unchanged."""
     edits = {key: (value, next(iter(changed_sizes[value]))) for key, value in config.to_dict().items()
-             if isinstance(value, int) and not isinstance(value, bool) and len(changed_sizes.get(value, ())) == 1}
+             if isinstance(value, int) and not isinstance(value, bool) and len(changed_sizes.get(value, ())) == 1
+             and not LAYER_COUNT.fullmatch(key)}
     if not edits:
         return None
     candidate = copy.deepcopy(config)
@@ -211,8 +260,9 @@ def _derived_head_dim(config) -> int | None:
     return hidden // heads
 
 
-def _greedy_fit(model, config, changed_sizes, target) -> tuple[bool, dict[str, tuple]]:
-    """One field at a time, the edit that most reduces the shape disagreement, until none does.
+def _greedy_fit(config, changed_sizes, mismatches) -> tuple[bool, dict[str, tuple]]:
+    """One field at a time, the edit that most reduces the shape disagreement (``mismatches`` of
+    a candidate config), until none does.
 
     Each round builds every remaining candidate, so k candidates and e edits cost about k·e
     builds (LLaMA: 21, a quarter of a second). The first round's improving edits, each field
@@ -220,18 +270,18 @@ def _greedy_fit(model, config, changed_sizes, target) -> tuple[bool, dict[str, t
     hidden size, heads, kv heads and FFN width are separate fields) that one more build ends
     the search; otherwise the rounds go on from the first round's best edit.
     """
-    best = _mismatches(type(model), config, target)
+    best = mismatches(config)
     edits: dict[str, tuple] = {}
     first_round = True
     while best:
         scores = {}
         for key, value in config.to_dict().items():
-            if isinstance(value, bool) or not isinstance(value, int) or key in edits:
-                continue
+            if isinstance(value, bool) or not isinstance(value, int) or key in edits or LAYER_COUNT.fullmatch(key):
+                continue  # (a prune never changes a layer count)
             for new in sorted(changed_sizes.get(value, ())):
                 candidate = copy.deepcopy(config)
                 setattr(candidate, key, new)
-                score = _mismatches(type(model), candidate, target)
+                score = mismatches(candidate)
                 if score < best and (key not in scores or score < scores[key][0]):
                     scores[key] = (score, value, new)
         if not scores:
@@ -241,7 +291,7 @@ def _greedy_fit(model, config, changed_sizes, target) -> tuple[bool, dict[str, t
             together = copy.deepcopy(config)
             for key, (_, _, new) in scores.items():
                 setattr(together, key, new)
-            if _mismatches(type(model), together, target) == 0:
+            if mismatches(together) == 0:
                 for key, (_, old, new) in scores.items():
                     setattr(config, key, new)
                     edits[key] = (old, new)

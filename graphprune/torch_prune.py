@@ -218,8 +218,8 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
             with step("verification" if verify else "checking the returned module"):
                 # with the oracle, it decides whether the original class still works
                 if verify and approx is None:
-                    pruned, verification, repaired, rounding = _verify_first_passing(traced, emission, reference,
-                                                                                     checks, tolerance)
+                    pruned, verification, repaired, rounding, outputs = _verify_first_passing(
+                        traced, emission, reference, checks, tolerance)
                     if rounding:  # the oracle's own rounding may explain it
                         if any(g.gm is None for g in graphs):
                             raise NeedsGraphs("the noise floor runs the oracle's graph at each check")
@@ -227,14 +227,15 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
                             noise = noise_floor(traced, plan, checks, reference, graphs)
                         if NOISE_MARGIN * noise > tolerance:
                             tolerance = NOISE_MARGIN * noise
-                            pruned, verification, repaired, _ = _verify_first_passing(
+                            pruned, verification, repaired, _, outputs = _verify_first_passing(
                                 traced, emission, reference, checks, tolerance)
                         verification.noise_floor = noise
                     del before, graphs
                 else:
                     pruned, repaired = _choose(traced, emission, checks)
                     _set_mode(pruned, False)
-                    verification = (compare_outputs(reference, pruned, checks, tolerance, approx) if verify
+                    outputs = []
+                    verification = (compare_outputs(reference, pruned, checks, tolerance, approx, outputs) if verify
                                     else Verification("skipped", tolerance=tolerance))
                 if traced.tracer == CONCRETE and (pruned is not module or not verification.ok):
                     raise NeedsExport("the pruned class does not reproduce the concrete oracle: the "
@@ -281,17 +282,20 @@ def _prune(module, was_training, ratio, inputs, criterion, global_ranking, round
         report["calibration"] = calibration_report([batch_rows(b) for b in samples], fit, held_out, len(stats),
                                                    calibrated)
     if pruned is module and is_hf_model(module):
-        report["hf"] = _fit_hf_config(module, plan, checks[0], repaired)
+        # the verification's outputs of the module stand for a forward before the fit (none if calibrated after)
+        report["hf"] = _fit_hf_config(module, plan, checks[0], repaired, outputs[0] if outputs and not samples
+                                      else None)
     _set_mode(pruned, was_training)
     return TorchPruneResult(pruned, report, plan, verification, traced)
 
 
-def _fit_hf_config(module, plan, inputs, repaired: list[str]) -> dict:
+def _fit_hf_config(module, plan, inputs, repaired: list[str], before=None) -> dict:
     """Make ``module.config`` describe the pruned sizes (see :mod:`graphprune.hf`), unless the
     forward reads a fitted field (Gemma scales embeddings by √hidden_size): then it stays as is
     and :func:`graphprune.hf.from_pretrained` rebuilds the sizes from the saved sidecar. The
     config fields the attribute repair set already (Phi-3 reads its head count from the
-    config) are among the edits reported."""
+    config) are among the edits reported. ``before``: the module's outputs on ``inputs`` now,
+    if known (the verification ran it)."""
     table = plan.analysis.table
     changed: dict[int, set[int]] = {}
     for did in plan.changed_dims():
@@ -300,8 +304,11 @@ def _fit_hf_config(module, plan, inputs, repaired: list[str]) -> dict:
             changed.setdefault(table.sizes[did], set()).add(len(kept))
     with build_memo():
         with without_cache(module):
-            before = _forward(module, inputs)
             fits, edits = fit_config(module, changed)
+            if fits and before is None:
+                undo_edits(module.config, edits)
+                before = _forward(module, inputs)
+                fit_config(module, changed)  # (memoised: no build)
             same = fits and _same_outputs(before, _forward(module, inputs)) and rebuilt_buffers_agree(module)
             if same:
                 undo = sync_attributes(module)
@@ -358,25 +365,29 @@ def _verify_first_passing(traced: FxModel, emission, reference, checks, toleranc
     """The original module if it reproduces the oracle (as is, or with its size attributes
     repaired), else the GraphModule; with the verdict, the repaired attributes and whether
     any candidate failed on rounding alone (then the noise floor may explain it, even where
-    the last candidate tried, a concrete trace's graph, cannot run at the other shape)."""
+    the last candidate tried, a concrete trace's graph, cannot run at the other shape), and the
+    returned model's outputs on the checks (the config fit compares against them)."""
     module = traced.module
     _set_mode(module, False)
-    verification = compare_outputs(reference, module, checks, tolerance, None)
+    got: list = []
+    verification = compare_outputs(reference, module, checks, tolerance, None, got)
     if verification.ok:
-        return module, verification, [], False
+        return module, verification, [], False, got
     numeric = _numeric_failure(verification)
     changes, undo = repair_attributes(traced, emission, lambda: _forward(module, checks[0]))
     if changes:
-        repaired = compare_outputs(reference, module, checks, tolerance, None)
+        got = []
+        repaired = compare_outputs(reference, module, checks, tolerance, None, got)
         if repaired.ok:
             emission.restore.extend(undo)
-            return module, repaired, changes, False
+            return module, repaired, changes, False, got
         numeric = numeric or _numeric_failure(repaired)
         for step in reversed(undo):
             step()
     _set_mode(traced.gm, False)
-    verification = compare_outputs(reference, traced.gm, checks, tolerance, None)
-    return traced.gm, verification, [], numeric or _numeric_failure(verification)
+    got = []
+    verification = compare_outputs(reference, traced.gm, checks, tolerance, None, got)
+    return traced.gm, verification, [], numeric or _numeric_failure(verification), got
 
 
 def _numeric_failure(verification) -> bool:

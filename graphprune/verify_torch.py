@@ -414,7 +414,10 @@ def check_inputs(example_inputs, seed: int = 0) -> list[tuple]:
     return [tuple(example_inputs), variant(True, True), variant(True, False), variant(False, False)]
 
 
-def compare_outputs(reference: list, model, inputs_list, tolerance: float, approximate: str | None) -> Verification:
+def compare_outputs(reference: list, model, inputs_list, tolerance: float, approximate: str | None,
+                    outputs: list | None = None) -> Verification:
+    """``model`` on each input set against the oracle's ``reference``; ``outputs``, when given,
+    receives the model's outputs (a caller that needs them need not run the model again)."""
     worst, details = 0.0, {}
     with torch.no_grad():
         for k, (ref, inputs) in enumerate(zip(reference, inputs_list)):
@@ -422,6 +425,8 @@ def compare_outputs(reference: list, model, inputs_list, tolerance: float, appro
                 got = model(*inputs)
             except Exception as exc:  # the pruned model must run
                 return Verification("failed", tolerance=tolerance, message=f"pruned model fails to run: {exc}")
+            if outputs is not None:
+                outputs.append(got)
             ref_leaves = [t for t in pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
             got_leaves = [t for t in pytree.tree_leaves(got) if isinstance(t, torch.Tensor)]
             if len(ref_leaves) != len(got_leaves):

@@ -43,3 +43,45 @@ def test_uniform_sizes_are_searched_and_fit(monkeypatch):
     assert not hf.sizes_differ_by_layer(model, hf._shapes(model))
     assert result.report["hf"]["config_fits"] is True
     assert result.report["hf"]["config_edits"]["intermediate_size"][1] == model.model.layers[0].mlp.up_proj.out_features
+
+
+def _original_config(model, edits: dict) -> None:
+    """Put the fitted fields back to the sizes before the prune (as the fit found the config)."""
+    hf.undo_edits(model.config, {k: tuple(v) for k, v in edits.items()})
+
+
+def test_independent_fields_fit_by_one_guess(monkeypatch):
+    model, x = build_hf("mistral")
+    edits = graphprune.prune(model, 0.3, example_inputs=x).report["hf"]["config_edits"]
+    assert edits  # the premise: hidden and FFN width changed
+    _original_config(model, edits)
+    builds = _builds(monkeypatch)
+    with hf.build_memo():
+        fits, found = hf.fit_config(model, {old: {new} for old, new in edits.values()})
+    assert fits and found == {k: tuple(v) for k, v in edits.items()}
+    assert len(builds) == 2  # the original config and the guess: no search
+
+
+def test_the_search_builds_one_layer_and_confirms_on_the_whole_model(monkeypatch):
+    import transformers
+
+    from graphprune.models import hf_zoo
+
+    config = hf_zoo.config("t5")
+    config.num_layers = config.num_decoder_layers = 3
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSeq2SeqLM.from_config(config).eval()
+    x = hf_zoo.example("t5", model.config)
+    report = graphprune.prune(model, 0.3, example_inputs=x).report["hf"]
+    # d_model equals the attention width (d_kv·heads): the guess prunes both, the search tells them apart
+    assert report["config_fits"] and "d_model" not in report["config_edits"]
+    edits = report["config_edits"]
+    _original_config(model, edits)
+    builds = _builds(monkeypatch)
+    with hf.build_memo():
+        fits, found = hf.fit_config(model, {old: {new} for old, new in edits.values()} | {256: {192}})
+    assert fits and found == {k: tuple(v) for k, v in edits.items()}
+    layers = [cfg.num_layers for _, cfg in builds]
+    assert layers.count(1) >= 3 and layers.count(3) <= 3, layers  # searched on one layer, 3 whole builds
+    reloaded = type(model)(model.config)
+    assert hf._shapes(reloaded) == hf._shapes(model)
