@@ -17,6 +17,7 @@ from .channels import ChannelAnalysis, analyse
 from .channels import gqa_heads as gqa_heads_mode
 from .emit.onnx import save_onnx, to_onnx
 from .errors import InputError, VerificationError
+from .gc_heap import heap_frozen
 from .frontends.onnx import load_onnx, read_model
 from .ir import Graph
 from .metrics import layer_table, total_macs
@@ -72,6 +73,7 @@ def _gqa_mode(fn):
     return inner
 
 
+@heap_frozen
 @reporting
 @_gqa_mode
 def inspect(model, input_shapes: dict | None = None, *, progress=None, gqa_heads: str | None = None) -> dict:
@@ -101,6 +103,7 @@ def inspect_analysis(model, input_shapes: dict | None = None, *, gqa_heads: str 
     }, analysis
 
 
+@heap_frozen
 @reporting
 @_gqa_mode
 def prune(model, ratio: float = 0.5, importance: str | None = None, global_ranking: bool = False,
@@ -340,6 +343,7 @@ def metric_shapes(graph: Graph) -> dict[str, list]:
             for name in graph.inputs}
 
 
+@heap_frozen
 @reporting
 def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None = None, *, progress=None):
     """Run a pipeline (a Pipeline, a spec string or TOML path) on a model.
@@ -373,6 +377,7 @@ def run_pipeline(model, pipeline, verify: bool = True, input_shapes: dict | None
     return out, result
 
 
+@heap_frozen
 @reporting
 def fold(model, verify: bool = True, input_shapes: dict | None = None, *, progress=None):
     """The default lossless pipeline (``graphprune fold``), to a fixed point; ``progress``: see
