@@ -379,8 +379,9 @@ def check_inputs(example_inputs, seed: int = 0) -> list[tuple]:
     another batch, the same shapes.
 
     Only the axes the tracer leaves free (:func:`~graphprune.frontends.fx.dynamic_axes`)
-    change: batch ``B → B+1``, lengths ``L → L - L//4 - 1`` (shorter, so position
-    tables still cover them), equal sizes staying equal. Floats are redrawn from
+    change: batch ``B → B+1``, lengths ``L → L//2`` (shorter, so position tables still
+    cover them, and ``(B+1)·L/2`` tokens: for a batch of one no more than the example's,
+    where the oracle and the check each run the model on it), equal sizes staying equal. Floats are redrawn from
     a normal distribution, integers uniformly within the example's own range
     (token ids stay valid, all-ones masks stay ones).
     """
@@ -407,7 +408,7 @@ def check_inputs(example_inputs, seed: int = 0) -> list[tuple]:
                 if axis == 0 and batch:
                     shape[0] += 1
                 elif axis > 0 and length and shape[axis] > 1:
-                    shape[axis] -= shape[axis] // 4 + 1
+                    shape[axis] //= 2
             out.append(redraw(x, shape))
         return tuple(out)
 
