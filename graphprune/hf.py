@@ -198,9 +198,7 @@ def _direct_fit(model, config, changed_sizes, target) -> dict[str, tuple] | None
     size the prune changed to one new size gets that size (hidden, heads, kv heads and FFN width
     are separate fields). The edits when that rebuilds the pruned shapes exactly (and passes the
     config's validation), else None and the config unchanged."""
-    edits = {key: (value, next(iter(changed_sizes[value]))) for key, value in config.to_dict().items()
-             if isinstance(value, int) and not isinstance(value, bool) and len(changed_sizes.get(value, ())) == 1
-             and not LAYER_COUNT.fullmatch(key)}
+    edits = single_size_edits(config, changed_sizes)
     if not edits:
         return None
     candidate = copy.deepcopy(config)
@@ -211,6 +209,14 @@ def _direct_fit(model, config, changed_sizes, target) -> dict[str, tuple] | None
     for key, (_, new) in edits.items():
         setattr(config, key, new)
     return edits
+
+
+def single_size_edits(config, changed_sizes: dict[int, set[int]]) -> dict[str, tuple]:
+    """``{field: (old, new)}`` for every int field (not a layer count) whose value is a size the
+    prune changed to exactly one new size."""
+    return {key: (value, next(iter(changed_sizes[value]))) for key, value in config.to_dict().items()
+            if isinstance(value, int) and not isinstance(value, bool) and len(changed_sizes.get(value, ())) == 1
+            and not LAYER_COUNT.fullmatch(key)}
 
 
 def sizes_differ_by_layer(model, target: dict[str, tuple]) -> bool:
@@ -265,7 +271,7 @@ def _greedy_fit(config, changed_sizes, mismatches) -> tuple[bool, dict[str, tupl
     a candidate config), until none does.
 
     Each round builds every remaining candidate, so k candidates and e edits cost about k·e
-    builds (LLaMA: 21, a quarter of a second). The first round's improving edits, each field
+    builds (one-layer ones where :class:`_OneLayerScore` holds). The first round's improving edits, each field
     at its best value, are tried together first: where they are independent (the usual case:
     hidden size, heads, kv heads and FFN width are separate fields) that one more build ends
     the search; otherwise the rounds go on from the first round's best edit.
@@ -311,10 +317,8 @@ def validation_veto(model, changed_sizes: dict[int, set[int]]) -> str:
     if not hasattr(model.config, "validate"):
         return ""
     candidate = copy.deepcopy(model.config)
-    for key, value in model.config.to_dict().items():
-        new = changed_sizes.get(value, ()) if isinstance(value, int) and not isinstance(value, bool) else ()
-        if len(new) == 1:
-            setattr(candidate, key, next(iter(new)))
+    for key, (_, new) in single_size_edits(model.config, changed_sizes).items():
+        setattr(candidate, key, new)
     try:
         shapes = _built(type(model), candidate)[0]
     except Exception:
