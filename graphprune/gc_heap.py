@@ -18,22 +18,27 @@ import threading
 
 _lock = threading.Lock()
 _depth = 0  # nested or concurrent passes: the first freezes, the last unfreezes
+_froze = False  # whether the first did: a process that froze objects itself (a pre-forking server)
+# or turned collection off keeps its own arrangement, since unfreeze() would thaw its objects too
 
 
 def heap_frozen(fn):
     """Decorator: run ``fn`` with the objects that exist at its start frozen (see above)."""
     @functools.wraps(fn)
     def inner(*args, **kwargs):
-        global _depth
+        global _depth, _froze
         with _lock:
-            if _depth == 0 and gc.isenabled():
-                gc.freeze()
+            if _depth == 0:
+                _froze = gc.isenabled() and gc.get_freeze_count() == 0
+                if _froze:
+                    gc.freeze()
             _depth += 1
         try:
             return fn(*args, **kwargs)
         finally:
             with _lock:
                 _depth -= 1
-                if _depth == 0:
+                if _depth == 0 and _froze:
                     gc.unfreeze()
+                    _froze = False
     return inner

@@ -60,3 +60,17 @@ def _tiny_onnx(tmp_path):
     path = tmp_path / "m.onnx"
     torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(path), dynamo=False)
     return str(path)
+
+
+def test_objects_the_process_froze_itself_stay_frozen():
+    @heap_frozen
+    def call():
+        return gc.get_freeze_count()
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert call() == frozen
+        assert gc.get_freeze_count() == frozen  # not thawed by the pass
+    finally:
+        gc.unfreeze()
