@@ -305,10 +305,11 @@ def _fit_hf_config(module, plan, inputs, repaired: list[str], before=None) -> di
     with build_memo():
         with without_cache(module):
             fits, edits = fit_config(module, changed)
-            if fits and before is None:
+            if fits and before is None:  # the outputs with the config as it was
                 undo_edits(module.config, edits)
                 before = _forward(module, inputs)
-                fit_config(module, changed)  # (memoised: no build)
+                for key, (_, new) in edits.items():
+                    setattr(module.config, key, new)
             same = fits and _same_outputs(before, _forward(module, inputs)) and rebuilt_buffers_agree(module)
             if same:
                 undo = sync_attributes(module)
