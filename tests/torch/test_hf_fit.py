@@ -85,3 +85,10 @@ def test_the_search_builds_one_layer_and_confirms_on_the_whole_model(monkeypatch
     assert layers.count(1) >= 3 and layers.count(3) <= 3, layers  # searched on one layer, 3 whole builds
     reloaded = type(model)(model.config)
     assert hf._shapes(reloaded) == hf._shapes(model)
+
+
+def test_without_verification_the_fit_runs_its_own_forward():
+    model, x = build_hf("mistral")
+    report = graphprune.prune(model, 0.3, example_inputs=x, verify=False).report["hf"]
+    assert report["config_fits"] and report["config_edits"]
+    assert hf._shapes(type(model)(model.config)) == hf._shapes(model)
