@@ -80,7 +80,9 @@ class FxModel:
 # -- tracing ---------------------------------------------------------------
 
 def _symbolic(module):
-    return fx.symbolic_trace(module)
+    from .attention_trace import symbolic_trace
+
+    return symbolic_trace(module)
 
 
 def dynamic_axes(x) -> list[int]:
